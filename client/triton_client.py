@@ -1,0 +1,144 @@
+"""gRPC access to the served models: several server URLs, per-thread clients, bounded retries.
+
+A worker process (job service, batch runner) gives a list of URLs; each request goes to the next
+URL in turn, and a transient failure (UNAVAILABLE, DEADLINE_EXCEEDED: a server restarting or
+overloaded) is retried with exponential backoff on the next URL until `retry_seconds` have passed.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from lipsync_triton import log
+from lipsync_triton.errors import LipsyncError
+
+WAV2LIP_MODEL = "wav2lip"
+DETECTOR_MODEL = "face_detector"
+RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
+_NUMPY_TO_TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.uint8): "UINT8"}
+
+
+class Cancelled(LipsyncError):
+    """The caller cancelled the job (its cancel event was set)."""
+
+    exit_code = 130
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    max_batch_size: int
+    input_dims: dict[str, list[int]]
+
+
+def _status(exc: InferenceServerException) -> str:
+    return str(exc.status() or "")
+
+
+class TritonPool:
+    """Thread-safe inference over one or more Triton gRPC endpoints."""
+
+    def __init__(self, urls: list[str] | str, retry_seconds: float = 120.0, request_timeout: float = 120.0,
+                 cancel: threading.Event | None = None):
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        if not self.urls:
+            raise LipsyncError("no Triton server URL given; pass --url HOST:PORT")
+        self.retry_seconds = retry_seconds
+        self.request_timeout = request_timeout
+        self.cancel = cancel or threading.Event()
+        self._local = threading.local()
+        self._next = itertools.count()
+        self.requests_sent = 0
+        self._lock = threading.Lock()
+
+    def _client(self, url: str) -> grpcclient.InferenceServerClient:
+        clients = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = {}
+        if url not in clients:
+            clients[url] = grpcclient.InferenceServerClient(url)
+        return clients[url]
+
+    def check_ready(self, models: tuple[str, ...] = (WAV2LIP_MODEL, DETECTOR_MODEL)) -> dict[str, ModelInfo]:
+        """Fail fast with the URL named when no server answers or a model is missing."""
+        reachable = []
+        problems = []
+        for url in self.urls:
+            client = self._client(url)
+            try:
+                if not client.is_server_live(client_timeout=5):
+                    problems.append(f"{url} is not live")
+                    continue
+            except InferenceServerException as exc:
+                reason = (exc.message() or _status(exc) or "no answer").split(";")[0].strip()
+                problems.append(f"cannot reach Triton at {url} ({reason})")
+                continue
+            missing = [m for m in models if not self._model_ready(client, m)]
+            if missing:
+                problems.append(f"Triton at {url} has no ready model {', '.join(repr(m) for m in missing)}; "
+                                "serve a repository written by `lipsync export`")
+                continue
+            reachable.append(url)
+        if not reachable:
+            hint = "" if any("no ready model" in p for p in problems) else "; start one with `lipsync serve`"
+            raise LipsyncError("; ".join(problems) + hint)
+        if len(reachable) < len(self.urls):
+            log.event("servers_degraded", usable=",".join(reachable), problems="; ".join(problems))
+        self.urls = reachable
+        client = self._client(reachable[0])
+        infos = {}
+        for model in models:
+            cfg = client.get_model_config(model, as_json=True)["config"]
+            infos[model] = ModelInfo(model, int(cfg.get("max_batch_size", 0)),
+                                     {t["name"]: [int(d) for d in t["dims"]] for t in cfg["input"]})
+        return infos
+
+    @staticmethod
+    def _model_ready(client: grpcclient.InferenceServerClient, model: str) -> bool:
+        try:
+            return bool(client.is_model_ready(model, client_timeout=5))
+        except InferenceServerException:
+            return False
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        """One request; retried on transient errors across URLs until retry_seconds have passed."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.2
+        while True:
+            if self.cancel.is_set():
+                raise Cancelled("job cancelled")
+            url = self.urls[next(self._next) % len(self.urls)]
+            tensors = []
+            for name, array in inputs.items():
+                tensor = grpcclient.InferInput(name, list(array.shape), _NUMPY_TO_TRITON[array.dtype])
+                tensor.set_data_from_numpy(array)
+                tensors.append(tensor)
+            requested = [grpcclient.InferRequestedOutput(o) for o in outputs]
+            try:
+                result = self._client(url).infer(model, tensors, outputs=requested, client_timeout=self.request_timeout)
+                with self._lock:
+                    self.requests_sent += 1
+                return {o: result.as_numpy(o) for o in outputs}
+            except InferenceServerException as exc:
+                status = _status(exc)
+                retryable = any(code in status for code in RETRYABLE) or "Socket closed" in (exc.message() or "")
+                if not retryable or time.monotonic() + delay > deadline:
+                    detail = (exc.message() or status).splitlines()[0][:200]
+                    raise LipsyncError(f"inference on {model} at {url} failed: {detail}") from None
+                log.event("retry", model=model, url=url, status=status, wait_s=round(delay, 2))
+                if self.cancel.wait(delay):
+                    raise Cancelled("job cancelled") from None
+                delay = min(delay * 2, 5.0)
+                self._local.clients = {}  # reconnect: a restarted server needs a fresh channel
+
+    def statistics(self, model: str, url: str | None = None) -> dict:
+        """Triton's statistics for a model (inference_count, execution_count, ...)."""
+        stats = self._client(url or self.urls[0]).get_inference_statistics(model, as_json=True)
+        entry = stats["model_stats"][0]
+        return {"inference_count": int(entry.get("inference_count", 0)), "execution_count": int(entry.get("execution_count", 0))}

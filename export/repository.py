@@ -1,0 +1,146 @@
+"""Write a complete Triton model repository: export -> check -> configs, atomically.
+
+Each step can be rerun on its own (model_navigator style): `export_wav2lip_onnx`, `check_parity`,
+`export_face_detector`, `build_engine`, `render_pbtxt`. This module only sequences them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lipsync_triton import log
+from lipsync_triton.errors import LipsyncError
+from .checkpoint import load_wav2lip, random_wav2lip
+from .face_detector import export_face_detector
+from .model_config import DEFAULT_DETECTOR_SIZE, FACE_DETECTOR, WAV2LIP, ModelConfig, model_configs
+from .tensorrt import build_engine, tensorrt_available
+from .wav2lip_onnx import check_parity, convert_fp16, export_wav2lip_onnx
+
+RUNNER = Path(__file__).with_name("triton_onnx_runner.py")
+
+
+@dataclass
+class ExportOptions:
+    out: Path
+    profile: str = "cpu"
+    checkpoint: Path | None = None
+    random_weights: bool = False
+    seed: int = 0
+    detector_size: tuple[int, int] = DEFAULT_DETECTOR_SIZE
+    detector_onnx: Path | None = None
+    fp16: bool = False
+    tensorrt: bool = False
+    dynamic_batching: bool = True
+
+
+@dataclass
+class ExportReport:
+    repository: str
+    profile: str
+    weights: str
+    parity: list = field(default_factory=list)
+    models: list = field(default_factory=list)
+    tensorrt: str = "not requested"
+    seconds: float = 0.0
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_model(root: Path, cfg: ModelConfig) -> Path:
+    version = root / cfg.model.name / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    (root / cfg.model.name / "config.pbtxt").write_text(cfg.to_pbtxt())
+    if cfg.profile.runtime == "python-onnxruntime":
+        shutil.copyfile(RUNNER, version / "model.py")
+    return version
+
+
+def export_repository(opts: ExportOptions) -> ExportReport:
+    """Export both models for one profile into `opts.out`; nothing appears there unless all checks pass."""
+    started = time.monotonic()
+    if opts.checkpoint is None and not opts.random_weights:
+        raise LipsyncError("no weights: pass --checkpoint wav2lip_gan.pth, or --random-weights for a demo/test export")
+    if opts.checkpoint is not None and opts.random_weights:
+        raise LipsyncError("--checkpoint and --random-weights exclude each other; choose one")
+    h, w = opts.detector_size
+    if h % 32 or w % 32 or h <= 0 or w <= 0:
+        raise LipsyncError(f"--detector-size {h}x{w}: height and width must be positive multiples of 32 (e.g. 384x640)")
+    if opts.checkpoint is not None:
+        net = load_wav2lip(opts.checkpoint)
+        weights = f"checkpoint {opts.checkpoint} sha256={_sha256(Path(opts.checkpoint))[:16]}"
+    else:
+        net = random_wav2lip(opts.seed)
+        weights = f"RANDOM (seed {opts.seed})"
+        log.warn("exporting RANDOM Wav2Lip weights: lips will be noise; pass --checkpoint wav2lip_gan.pth for real output",
+                 seed=opts.seed)
+
+    profile = opts.profile
+    if opts.tensorrt:
+        if profile != "gpu":
+            raise LipsyncError("--tensorrt needs --profile gpu")
+        profile = "gpu-trt"
+    configs = {c.model.name: c for c in model_configs(profile, opts.detector_size, opts.dynamic_batching)}
+    out = Path(opts.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    report = ExportReport(repository=str(out), profile=profile, weights=weights)
+    try:
+        wav_dir = _write_model(staging, configs[WAV2LIP.name])
+        onnx_path = export_wav2lip_onnx(net, wav_dir / "model.onnx")
+        parity = check_parity(net, onnx_path, "fp32")
+        report.parity.append(asdict(parity) | {"model": WAV2LIP.name})
+        log.event("parity", model=WAV2LIP.name, precision="fp32", max_abs_diff=parity.max_abs_diff,
+                  max_uint8_diff=parity.max_uint8_diff, tolerance=parity.tolerance)
+        if opts.fp16:
+            fp16_path = convert_fp16(onnx_path, wav_dir / "model_fp16.onnx")
+            parity16 = check_parity(net, fp16_path, "fp16")
+            report.parity.append(asdict(parity16) | {"model": WAV2LIP.name})
+            log.event("parity", model=WAV2LIP.name, precision="fp16", max_abs_diff=parity16.max_abs_diff,
+                      max_uint8_diff=parity16.max_uint8_diff, tolerance=parity16.tolerance)
+            if profile.startswith("gpu"):  # GPUs serve the half-precision graph
+                fp16_path.replace(onnx_path)
+        det_dir = _write_model(staging, configs[FACE_DETECTOR.name])
+        det_path = export_face_detector(det_dir / "model.onnx", opts.detector_onnx)
+
+        if profile == "gpu-trt":
+            report.tensorrt = f"engines built with {tensorrt_available()}"
+            for version, cfg, src in ((wav_dir, configs[WAV2LIP.name], onnx_path), (det_dir, configs[FACE_DETECTOR.name], det_path)):
+                build_engine(src, version / "model.plan", cfg.model, cfg.input_dims_override, fp16=True)
+        elif profile == "gpu":
+            how = tensorrt_available()
+            report.tensorrt = (
+                f"TensorRT found ({how}): pass --tensorrt to prebuild engines" if how else
+                "no GPU/TensorRT here: onnxruntime backend with the TensorRT accelerator (FP16, engine cache) builds engines at load"
+            )
+            log.event("tensorrt", status=report.tensorrt)
+        report.models = [name for name in configs]
+        report.seconds = round(time.monotonic() - started, 2)
+        (staging / "export.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+        _swap_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return report
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    """Replace `out` by `staging` with renames, so readers never see a half-written repository."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)

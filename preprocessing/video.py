@@ -1,0 +1,126 @@
+"""Presenter video or photo -> a stream of BGR frames (constant memory), with the reference's
+resize/crop/rotate options applied to every frame."""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from lipsync_triton.errors import LipsyncError
+from .media_probe import MediaInfo, probe_media
+
+
+@dataclass(frozen=True)
+class FrameTransform:
+    """Reference options: resize_factor (divide resolution), crop [top, bottom, left, right] (-1 = edge), rotate 90° clockwise."""
+
+    resize_factor: int = 1
+    crop: tuple[int, int, int, int] = (0, -1, 0, -1)
+    rotate: bool = False
+
+    def apply(self, frame: np.ndarray) -> np.ndarray:
+        if self.resize_factor > 1:
+            frame = cv2.resize(frame, (frame.shape[1] // self.resize_factor, frame.shape[0] // self.resize_factor))
+        if self.rotate:
+            frame = cv2.rotate(frame, cv2.ROTATE_90_CLOCKWISE)
+        y1, y2, x1, x2 = self.crop
+        if (y1, y2, x1, x2) != (0, -1, 0, -1):
+            y2 = frame.shape[0] if y2 == -1 else y2
+            x2 = frame.shape[1] if x2 == -1 else x2
+            frame = frame[y1:y2, x1:x2]
+            if frame.size == 0:
+                raise LipsyncError(f"--crop {self.crop} leaves an empty frame; check the crop against the frame size")
+        return np.ascontiguousarray(frame)
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        probe = np.zeros((height, width, 1), np.uint8)
+        out = self.apply(probe)
+        return out.shape[1], out.shape[0]
+
+
+class FrameSource:
+    """Decodes frames one at a time through an ffmpeg pipe; never holds the whole video.
+
+    A still image (or `static=True`) yields its single frame; `frames()` can be iterated again
+    (the video is decoded again), which is how looping over a short video works.
+    """
+
+    def __init__(self, path: str | Path, transform: FrameTransform = FrameTransform(), static: bool = False, fps: float = 25.0):
+        self.path = Path(path)
+        self.info: MediaInfo = probe_media(self.path)
+        if not self.info.has_video or self.info.width <= 0:
+            raise LipsyncError(f"{self.path} has no video or image stream; pass a presenter video or a photo")
+        self.transform = transform
+        self.still = self.info.is_image or static
+        self.fps = fps if self.info.is_image or not self.info.fps else self.info.fps
+        self.width, self.height = transform.output_size(self.info.width, self.info.height)
+        self._count: int | None = 1 if self.still else None
+
+    @property
+    def frame_count(self) -> int:
+        """Exact number of frames (counted by one decode pass when the container does not say)."""
+        if self._count is None:
+            self._count = sum(1 for _ in self._decode())
+            if self._count == 0:
+                raise LipsyncError(f"{self.path} holds no decodable video frame (truncated or corrupt?); re-export the video")
+        return self._count
+
+    def frames(self) -> Iterator[np.ndarray]:
+        if self.still:
+            yield self._first_frame()
+            return
+        count = 0
+        for frame in self._decode():
+            count += 1
+            yield frame
+        if count == 0:
+            raise LipsyncError(f"{self.path} holds no decodable video frame (truncated or corrupt?); re-export the video")
+        self._count = count
+
+    def _first_frame(self) -> np.ndarray:
+        if self.info.is_image:
+            image = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
+            if image is not None:
+                return self.transform.apply(image)
+        for frame in self._decode(limit=1):
+            return frame
+        raise LipsyncError(f"{self.path} holds no decodable frame; pass a valid image or video")
+
+    def _decode(self, limit: int | None = None) -> Iterator[np.ndarray]:
+        w, h = self.info.width, self.info.height
+        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(self.path), "-map", "0:v:0"]
+        if limit:
+            cmd += ["-frames:v", str(limit)]
+        # Keep every source frame (no fps conversion): frame i of the output is frame i of the input.
+        cmd += ["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=w * h * 3)
+        frame_bytes = w * h * 3
+        try:
+            while True:
+                buf = proc.stdout.read(frame_bytes)
+                if len(buf) < frame_bytes:
+                    break
+                yield self.transform.apply(np.frombuffer(buf, np.uint8).reshape(h, w, 3))
+        finally:
+            proc.stdout.close()
+            proc.kill()
+            proc.wait()
+            proc.stderr.close()
+
+    def looped(self, n_frames: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(source index, frame) for n_frames output frames: frame i uses source frame i mod N."""
+        produced = 0
+        while produced < n_frames:
+            index = 0
+            for frame in self.frames():
+                if produced >= n_frames:
+                    return
+                yield index, frame
+                index += 1
+                produced += 1
+            if index == 0:
+                return

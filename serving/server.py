@@ -1,0 +1,178 @@
+"""Run a real tritonserver on a model repository: foreground (CLI) or managed (tests, demo, perf)."""
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from lipsync_triton import log
+from lipsync_triton.errors import LipsyncError
+from .triton_install import find_triton, python_backend_dir, server_environment
+
+# Python-backend shared memory per model instance: a batch of 32 detector frames is ~24 MB.
+SHM_DEFAULT_BYTES = 64 * 1024 * 1024
+SHM_GROWTH_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class Ports:
+    grpc: int = 8001
+    http: int = 8000
+    metrics: int = 8002
+
+    @classmethod
+    def free(cls) -> "Ports":
+        socks = [socket.socket() for _ in range(3)]
+        try:
+            for s in socks:
+                s.bind(("127.0.0.1", 0))
+            return cls(*(s.getsockname()[1] for s in socks))
+        finally:
+            for s in socks:
+                s.close()
+
+
+def server_command(model_repository: Path, ports: Ports, extra: list[str] | None = None) -> tuple[list[str], dict]:
+    install = find_triton()
+    backends = python_backend_dir(install)
+    cmd = [
+        str(install.binary),
+        f"--model-repository={model_repository}",
+        f"--backend-directory={backends}",
+        f"--grpc-port={ports.grpc}", f"--http-port={ports.http}", f"--metrics-port={ports.metrics}",
+        f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
+        f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
+        "--strict-readiness=true", "--exit-on-error=true", "--log-info=true",
+    ] + list(extra or [])
+    return cmd, server_environment(install)
+
+
+def check_repository(model_repository: Path) -> Path:
+    model_repository = Path(model_repository).resolve()
+    if not model_repository.is_dir():
+        raise LipsyncError(f"model repository not found: {model_repository} (create one with `lipsync export`)")
+    if not any(p.joinpath("config.pbtxt").is_file() for p in model_repository.iterdir() if p.is_dir()):
+        raise LipsyncError(f"{model_repository} holds no model folder with a config.pbtxt; run `lipsync export --out {model_repository}`")
+    return model_repository
+
+
+
+
+def summarize_failure(lines: list[str]) -> str:
+    """The most telling line of a failed start, for a one-line error."""
+    for line in lines:
+        if "failed to load" in line or "Poll failed for model" in line:
+            return line.split("] ", 1)[-1].strip()[:400]
+    for line in reversed(lines):
+        if "error" in line.lower():
+            return line.split("] ", 1)[-1].strip()[:400]
+    return (lines[-1] if lines else "no output")[:400]
+
+
+def serve_foreground(model_repository: Path, ports: Ports) -> int:
+    """`lipsync serve`: stream the server's log to stdout; non-zero with a one-line reason on failure."""
+    repo = check_repository(model_repository)
+    cmd, env = server_command(repo, ports)
+    log.event("server_start", repository=str(repo), grpc=ports.grpc, http=ports.http, metrics=ports.metrics)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    tail: deque[str] = deque(maxlen=200)
+    try:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            tail.append(line.rstrip())
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        code = proc.wait()
+        return 0
+    if code != 0:
+        raise LipsyncError(f"tritonserver exited with code {code}: {summarize_failure(list(tail))}")
+    return 0
+
+
+class TritonServer:
+    """A managed tritonserver subprocess: start, wait until READY, stop. Used by tests, demo and perf."""
+
+    def __init__(self, model_repository: Path, ports: Ports | None = None, log_path: Path | None = None):
+        self.repository = check_repository(model_repository)
+        self.ports = ports or Ports.free()
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self._tail: deque[str] = deque(maxlen=400)
+        self._reader: threading.Thread | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.http}"
+
+    def start(self, timeout: float = 300.0) -> "TritonServer":
+        cmd, env = server_command(self.repository, self.ports)
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._reader.join(timeout=5)
+                raise LipsyncError(f"tritonserver exited with code {self.proc.returncode}: {summarize_failure(list(self._tail))}")
+            if self.ready():
+                log.event("server_ready", grpc=self.grpc_url, http=self.http_url)
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise LipsyncError(f"tritonserver not ready after {timeout:.0f}s: {summarize_failure(list(self._tail))}")
+
+    def _pump(self) -> None:
+        sink = open(self.log_path, "a") if self.log_path else None
+        try:
+            for line in self.proc.stdout:
+                self._tail.append(line.rstrip())
+                if sink:
+                    sink.write(line)
+                    sink.flush()
+        finally:
+            if sink:
+                sink.close()
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def log_tail(self) -> list[str]:
+        return list(self._tail)
+
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._reader:
+            self._reader.join(timeout=5)
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
