@@ -25,6 +25,8 @@ MAX_ABS = 4.0
 MEL_FRAMES_PER_SECOND = SAMPLE_RATE / HOP  # 80
 MEL_WINDOW = 16  # 0.2 s of audio per video frame
 
+_NAN_ADVICE = ("the audio's mel spectrogram contains NaN (a silent or synthetic track with invalid samples); "
+               "re-encode it with a tiny noise floor, e.g. ffmpeg -i in.wav -af 'volume=1,aeval=val(0)+1e-5*random(0)' out.wav")
 _MEL_BASIS = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)  # Slaney
 
 
@@ -57,6 +59,8 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
     wav = np.asarray(wav, dtype=np.float32)
     if wav.ndim != 1:
         raise LipsyncError(f"melspectrogram expects a 1-D mono waveform, got shape {wav.shape}")
+    if not np.isfinite(wav).all():
+        raise LipsyncError(_NAN_ADVICE)
     emphasized = lfilter([1.0, -PREEMPHASIS], [1.0], wav)
     spec = librosa.stft(y=emphasized, n_fft=N_FFT, hop_length=HOP, win_length=WIN, window="hann",
                         center=True, pad_mode="reflect")
@@ -64,7 +68,7 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
     db = 20.0 * np.log10(np.maximum(1e-5, mel)) - REF_LEVEL_DB
     normalised = np.clip(2 * MAX_ABS * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS, -MAX_ABS, MAX_ABS)
     if np.isnan(normalised).any():
-        raise LipsyncError("the audio's mel spectrogram contains NaN (silent or synthetic edge case); add a tiny noise floor, e.g. ffmpeg -af 'anoisesrc=a=0.0001'")
+        raise LipsyncError(_NAN_ADVICE)
     return normalised.astype(np.float32)
 
 

@@ -23,8 +23,8 @@ def lower_face_mask(height: int, width: int) -> np.ndarray:
     edges removes the visible rectangle that the reference's hard paste leaves.
     """
     mask = np.zeros((height, width), np.float32)
-    centre = (width // 2, int(height * 0.70))
-    axes = (max(1, int(width * 0.36)), max(1, int(height * 0.26)))
+    centre = (width // 2, int(height * 0.66))
+    axes = (max(1, int(width * 0.34)), max(1, int(height * 0.22)))
     cv2.ellipse(mask, centre, axes, 0, 0, 360, 1.0, thickness=-1)
     sigma = max(1.0, min(height, width) * 0.06)
     mask = cv2.GaussianBlur(mask, (0, 0), sigma)

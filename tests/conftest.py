@@ -1,0 +1,59 @@
+"""Shared fixtures: one random-weight export, one real tritonserver, small media samples."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsync_triton.export.repository import ExportOptions, export_repository
+from lipsync_triton.samples import write_presenter_clip, write_speech
+from lipsync_triton.serving.server import TritonServer
+
+ROOT = Path(__file__).resolve().parents[1]
+SHORT_TEXT = "Hello there. This is a short test."
+
+
+@pytest.fixture(scope="session")
+def exported_repo(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "model_repository"
+    export_repository(ExportOptions(out=out, profile="cpu", random_weights=True, seed=0))
+    return out
+
+
+@pytest.fixture(scope="session")
+def triton(exported_repo, tmp_path_factory):
+    log = tmp_path_factory.mktemp("server") / "tritonserver.log"
+    server = TritonServer(exported_repo, log_path=log).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("media")
+    return {
+        "clip": write_presenter_clip(d / "presenter.mp4", 2.0, fps=25, width=640, height=360),
+        "speech": write_speech(d / "speech.wav", SHORT_TEXT),
+        "dir": d,
+    }
+
+
+@pytest.fixture()
+def cache_dir(tmp_path) -> Path:
+    return tmp_path / "cache"
+
+
+def decode_frames(path: Path, limit: int | None = None) -> np.ndarray:
+    from lipsync_triton.preprocessing.video import FrameSource
+
+    frames = []
+    for frame in FrameSource(path).frames():
+        frames.append(frame)
+        if limit and len(frames) >= limit:
+            break
+    return np.stack(frames)
+
+
+os.environ.setdefault("LIPSYNC_CACHE_DIR", str(ROOT / ".pytest_cache" / "lipsync-presenters"))

@@ -1,0 +1,76 @@
+"""Face-box post-processing: candidates, choice among several faces, gaps, smoothing, pads."""
+import numpy as np
+import pytest
+
+from lipsync_triton.errors import LipsyncError
+from lipsync_triton.preprocessing.crops import lower_face_mask, paste_face
+from lipsync_triton.preprocessing.faces import FaceSelector, Letterbox, faces_from_candidates, fill_missing, nms, pad_and_clip, smooth
+
+FACES = np.array([[10, 10, 50, 60, 0.9], [100, 20, 200, 140, 0.8], [300, 30, 330, 70, 0.95]], np.float32)
+
+
+def test_threshold_nms_and_rescale():
+    scores = np.array([0.9, 0.85, 0.4, 0.0], np.float32)
+    boxes = np.array([[10, 10, 50, 50], [12, 11, 52, 49], [100, 100, 120, 120], [0, 0, 1, 1]], np.float32)
+    faces = faces_from_candidates(scores, boxes, scale=0.5)
+    assert faces.shape == (1, 5)
+    assert np.allclose(faces[0, :4], [20, 20, 100, 100])
+
+
+def test_nms_keeps_separate_faces():
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    assert sorted(nms(boxes, np.array([0.5, 0.9]))) == [0, 1]
+
+
+@pytest.mark.parametrize("spec, expected", [("largest", 1), ("index:0", 0), ("index:2", 2), ("point:320,50", 2), ("point:150,90", 1)])
+def test_face_selection(spec, expected):
+    chosen = FaceSelector.parse(spec).choose(FACES)
+    assert np.array_equal(chosen, FACES[expected, :4])
+
+
+def test_bad_face_selection_is_explained():
+    with pytest.raises(LipsyncError, match="index:N"):
+        FaceSelector.parse("biggest")
+
+
+def test_frames_without_face_reuse_the_nearest_box():
+    a, b = np.array([0, 0, 10, 10.0]), np.array([50, 50, 60, 60.0])
+    boxes, filled = fill_missing([None, a, None, None, None, b, None])
+    assert filled == 5
+    assert np.array_equal(boxes[0], a) and np.array_equal(boxes[2], a) and np.array_equal(boxes[4], b) and np.array_equal(boxes[6], b)
+
+
+def test_no_face_anywhere_fails_clearly():
+    with pytest.raises(LipsyncError, match="no face found in any frame"):
+        fill_missing([None, None])
+
+
+def test_smoothing_is_the_forward_moving_mean():
+    boxes = np.arange(8, dtype=np.float32)[:, None].repeat(4, 1)
+    out = smooth(boxes, 5)
+    assert out[0, 0] == 2.0 and out[3, 0] == 5.0 and out[7, 0] == 5.0
+
+
+def test_pads_and_clipping():
+    out = pad_and_clip(np.array([[5, 5, 95, 80]], np.float32), (0, 10, 10, 0), width=100, height=85)
+    assert out.tolist() == [[0, 5, 95, 85]]
+
+
+def test_letterbox_keeps_aspect_and_pads():
+    canvas, scale = Letterbox(384, 640).apply(np.full((720, 1280, 3), 200, np.uint8))
+    assert scale == 0.5 and canvas.shape == (384, 640, 3)
+    assert canvas[359, 639, 0] == 200 and canvas[360:, :].max() == 0
+
+
+def test_soft_paste_keeps_box_edges_and_changes_mouth():
+    frame = np.full((200, 200, 3), 100, np.uint8)
+    hard = frame.copy()
+    box = np.array([50, 50, 150, 150])
+    generated = np.full((96, 96, 3), 250, np.uint8)
+    paste_face(frame, box, generated, blend=True)
+    paste_face(hard, box, generated, blend=False)
+    assert frame[130, 100, 0] > 200  # mouth region replaced
+    assert frame[52, 52, 0] == 100 and frame[60, 100, 0] == 100  # upper face and box corners untouched
+    assert hard[52, 52, 0] == 250  # the reference's hard box
+    mask = lower_face_mask(100, 100)
+    assert mask.max() <= 1.0 and mask[0].max() < 0.01 and mask[-1].max() < 0.5

@@ -1,0 +1,125 @@
+"""A real tritonserver serving the exported repository over gRPC."""
+import shutil
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as grpcclient
+
+from lipsync_triton.client.triton_client import TritonPool
+from lipsync_triton.errors import LipsyncError
+from lipsync_triton.export.wav2lip_onnx import sample_inputs
+from lipsync_triton.serving.server import Ports, TritonServer
+
+from conftest import ROOT
+
+
+def _infer(url, model, inputs, outputs):
+    client = grpcclient.InferenceServerClient(url)
+    tensors = []
+    for name, array in inputs.items():
+        t = grpcclient.InferInput(name, list(array.shape), "FP32" if array.dtype == np.float32 else "UINT8")
+        t.set_data_from_numpy(array)
+        tensors.append(t)
+    result = client.infer(model, tensors, outputs=[grpcclient.InferRequestedOutput(o) for o in outputs])
+    return [result.as_numpy(o) for o in outputs]
+
+
+def _stats(url, model):
+    entry = grpcclient.InferenceServerClient(url).get_inference_statistics(model, as_json=True)["model_stats"][0]
+    return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
+
+
+def test_wav2lip_over_grpc_equals_in_process_onnxruntime(triton, exported_repo):
+    mel, face = sample_inputs(5, seed=11)
+    (served,) = _infer(triton.grpc_url, "wav2lip", {"mel": mel, "face": face}, ["face_out"])
+    session = ort.InferenceSession(str(exported_repo / "wav2lip" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    (local,) = session.run(["face_out"], {"mel": mel, "face": face})
+    assert served.shape == (5, 96, 96, 3) and served.dtype == np.uint8
+    assert np.abs(served.astype(np.float32) / 255 - local.astype(np.float32) / 255).max() <= 1e-5
+
+
+def test_face_detector_over_grpc_equals_in_process(triton, exported_repo):
+    image = np.random.default_rng(3).integers(0, 256, (2, 384, 640, 3), dtype=np.uint8)
+    scores, boxes = _infer(triton.grpc_url, "face_detector", {"image": image}, ["scores", "boxes"])
+    session = ort.InferenceSession(str(exported_repo / "face_detector" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    local_scores, local_boxes = session.run(["scores", "boxes"], {"image": image})
+    assert np.abs(scores - local_scores).max() <= 1e-5
+    assert np.abs(boxes - local_boxes).max() <= 1e-3
+
+
+def test_dynamic_batching_merges_concurrent_requests(triton):
+    before = _stats(triton.grpc_url, "wav2lip")
+    mel, face = sample_inputs(1, seed=2)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda _: _infer(triton.grpc_url, "wav2lip", {"mel": mel, "face": face}, ["face_out"]), range(32)))
+    after = _stats(triton.grpc_url, "wav2lip")
+    inferences, executions = after[0] - before[0], after[1] - before[1]
+    assert inferences == 32
+    assert executions < inferences, f"{executions} executions for {inferences} inferences: no batching"
+
+
+def test_models_are_warm_when_ready(triton):
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    for model in ("wav2lip", "face_detector"):
+        config = client.get_model_config(model, as_json=True)["config"]
+        assert config["model_warmup"][0]["batch_size"] >= 1
+        assert int(config["dynamic_batching"]["max_queue_delay_microseconds"]) > 0
+    # The warmup requests ran before READY: the statistics count them.
+    assert _stats(triton.grpc_url, "face_detector")[0] >= 4
+
+
+def _broken_repo(exported_repo, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(exported_repo, repo)
+    (repo / "wav2lip" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    return repo
+
+
+def test_serve_exits_nonzero_with_one_line_reason_when_a_model_fails(exported_repo, tmp_path):
+    repo = _broken_repo(exported_repo, tmp_path)
+    ports = Ports.free()
+    proc = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "lipsync"), "serve", "--model-repository", str(repo),
+         "--grpc-port", str(ports.grpc), "--http-port", str(ports.http), "--metrics-port", str(ports.metrics)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()
+    assert len(last) == 1 and last[0].startswith("error: tritonserver exited") and "wav2lip" in last[0]
+
+
+def test_serve_rejects_a_missing_repository(tmp_path):
+    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "lipsync"), "serve", "--model-repository", str(tmp_path / "none")],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "model repository not found" in proc.stderr
+
+
+def test_transient_unavailable_is_retried_until_the_server_is_up(exported_repo, tmp_path):
+    """A request sent while the server is down succeeds once it comes (up) within the retry window."""
+    repo = tmp_path / "only_wav2lip"
+    repo.mkdir()
+    shutil.copytree(exported_repo / "wav2lip", repo / "wav2lip")
+    server = TritonServer(repo)
+    pool = TritonPool(server.grpc_url, retry_seconds=120)
+    mel, face = sample_inputs(1)
+    starter = threading.Timer(1.0, server.start)
+    starter.start()
+    try:
+        out = pool.infer("wav2lip", {"mel": mel, "face": face}, ["face_out"])
+        assert out["face_out"].shape == (1, 96, 96, 3)
+        # a server without the detector is refused up front, naming what is missing
+        with pytest.raises(LipsyncError, match="no ready model 'face_detector'"):
+            TritonPool(server.grpc_url).check_ready()
+    finally:
+        starter.join()
+        server.stop()
+
+
+def test_unreachable_server_is_named():
+    with pytest.raises(LipsyncError, match=r"cannot reach Triton at 127\.0\.0\.1:1 .*lipsync serve"):
+        TritonPool("127.0.0.1:1", retry_seconds=1).check_ready()
