@@ -1,0 +1,199 @@
+"""End to end through the real server: presenter clip or photo + speech -> lip-synced mp4."""
+import json
+import subprocess
+import threading
+
+import cv2
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from lipsync_triton.client.generate import LipSyncClient
+from lipsync_triton.client.mp4_writer import Mp4Writer
+from lipsync_triton.client.triton_client import Cancelled
+from lipsync_triton.errors import LipsyncError
+from lipsync_triton.preprocessing.media_probe import probe_media
+from lipsync_triton.samples import astronaut_bgr, presenter_frames
+
+from conftest import ROOT, decode_frames
+
+LIPSYNC = str(ROOT / ".venv" / "bin" / "lipsync")
+
+
+def run_cli(*args):
+    return subprocess.run([LIPSYNC, *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def generate_cli(triton, face, audio, outfile, *extra):
+    proc = run_cli("generate", "--face", face, "--audio", audio, "--outfile", outfile, "--url", triton.grpc_url, "--json", *extra)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def detector_count(triton):
+    stats = grpcclient.InferenceServerClient(triton.grpc_url).get_inference_statistics("face_detector", as_json=True)
+    return int(stats["model_stats"][0].get("inference_count", 0))
+
+
+def only_cached_boxes(cache_dir):
+    files = list(cache_dir.glob("*.npz"))
+    assert len(files) == 1
+    with np.load(files[0]) as data:
+        return data["boxes"]
+
+
+@pytest.fixture(scope="module")
+def e2e(triton, media, tmp_path_factory):
+    d = tmp_path_factory.mktemp("e2e")
+    out = d / "result.mp4"
+    summary = generate_cli(triton, media["clip"], media["speech"], out, "--cache-dir", d / "cache")
+    return {"out": out, "summary": summary, "boxes": only_cached_boxes(d / "cache"), "cache": d / "cache"}
+
+
+def test_output_follows_the_audio_and_keeps_resolution_and_fps(e2e, media):
+    info, audio = probe_media(e2e["out"]), probe_media(media["speech"])
+    assert (info.width, info.height) == (640, 360)
+    assert abs(info.fps - 25.0) < 1e-3
+    assert info.has_audio
+    assert abs(info.duration - audio.duration) <= 0.25  # one 0.2 s mel window + one frame
+    assert e2e["summary"]["frames"] == info.frames or info.frames == 0
+
+
+def test_only_the_mouth_changes(e2e, media):
+    source = decode_frames(media["clip"])
+    output = decode_frames(e2e["out"], limit=len(source))
+    boxes = e2e["boxes"]
+    outside_diffs, mouth_diffs = [], []
+    for i in range(0, len(source), 7):
+        x1, y1, x2, y2 = boxes[i]
+        diff = np.abs(output[i].astype(np.int16) - source[i].astype(np.int16)).mean(axis=2)
+        outside = np.ones(diff.shape, bool)
+        outside[max(0, y1 - 4):y2 + 4, max(0, x1 - 4):x2 + 4] = False
+        outside_diffs.append(diff[outside].mean())
+        h, w = y2 - y1, x2 - x1
+        mouth_diffs.append(diff[y1 + int(0.6 * h):y1 + int(0.8 * h), x1 + int(0.35 * w):x1 + int(0.65 * w)].mean())
+    assert max(outside_diffs) < 2.5, outside_diffs  # only re-encoding noise
+    assert min(mouth_diffs) > 8.0, mouth_diffs
+
+
+def test_short_video_loops_under_longer_audio(e2e, media):
+    source = decode_frames(media["clip"])
+    n = len(source)
+    output = decode_frames(e2e["out"])
+    assert len(output) > n + 5, "the test speech must outlast the clip"
+    boxes = e2e["boxes"]
+    x1, y1, x2, y2 = boxes[0]
+    top = slice(0, max(1, y1 - 4))
+    looped = np.abs(output[n].astype(np.int16) - source[0].astype(np.int16))[top].mean()
+    not_looped = np.abs(output[n].astype(np.int16) - source[n - 1].astype(np.int16))[top].mean()
+    assert looped < 2.5 and looped < not_looped
+
+
+def test_presenter_cache_hit_skips_detection(triton, media, e2e, tmp_path):
+    before = detector_count(triton)
+    summary = generate_cli(triton, media["clip"], media["speech"], tmp_path / "again.mp4", "--cache-dir", e2e["cache"])
+    assert summary["cache_hit"] is True and summary["detector_requests"] == 0
+    assert detector_count(triton) == before
+    summary = generate_cli(triton, media["clip"], media["speech"], tmp_path / "nocache.mp4", "--cache-dir", e2e["cache"], "--no-cache")
+    assert summary["cache_hit"] is False and detector_count(triton) > before
+
+
+def test_still_image(triton, media, tmp_path):
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), astronaut_bgr())
+    out = tmp_path / "photo.mp4"
+    summary = generate_cli(triton, photo, media["speech"], out, "--fps", "20", "--no-cache")
+    info = probe_media(out)
+    assert (info.width, info.height) == (512, 512) and abs(info.fps - 20) < 1e-3
+    assert abs(info.duration - probe_media(media["speech"]).duration) <= 0.25
+    assert summary["frames_without_face"] == 0
+
+
+def test_frames_without_a_face_reuse_the_nearest_box(triton, media, tmp_path):
+    clip = tmp_path / "gap.mp4"
+    writer = Mp4Writer(clip, 640, 360, 25, None)
+    for i, frame in enumerate(presenter_frames(2.0, 25, 640, 360)):
+        writer.write(np.full_like(frame, 90) if 10 <= i < 20 else frame)
+    writer.close()
+    summary = generate_cli(triton, clip, media["speech"], tmp_path / "gap_out.mp4", "--no-cache")
+    assert summary["frames_without_face"] == 10
+    assert (tmp_path / "gap_out.mp4").is_file()
+
+
+def test_python_api_with_progress_and_cancellation(triton, media, tmp_path):
+    seen = []
+    client = LipSyncClient([triton.grpc_url], cache_dir=tmp_path / "cache")
+    result = client.generate(media["clip"], media["speech"], tmp_path / "api.mp4", progress=lambda d, t: seen.append((d, t)))
+    assert result.frames == seen[-1][0] == seen[-1][1] and (tmp_path / "api.mp4").is_file()
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+    cancel = threading.Event()
+
+    def stop_early(done, total):
+        if done >= 16:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        client.generate(media["clip"], media["speech"], tmp_path / "cancelled.mp4", progress=stop_early, cancel=cancel)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["api.mp4", "cache"]
+
+
+def _noise_clip(path):
+    writer = Mp4Writer(path, 320, 192, 25, None)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        writer.write(rng.integers(0, 256, (192, 320, 3), dtype=np.uint8))
+    return writer.close()
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(media, tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    text_mp4 = d / "notes.mp4"
+    text_mp4.write_text("hello, I am a text file")
+    truncated = d / "truncated.mp4"
+    truncated.write_bytes(media["clip"].read_bytes()[:20000])
+    empty_wav = d / "empty.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "0", str(empty_wav)], check=True)
+    return {"text_mp4": text_mp4, "truncated": truncated, "empty_wav": empty_wav, "noise": _noise_clip(d / "noise.mp4"), "dir": d}
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("missing_face", "file not found"),
+    ("missing_audio", "file not found"),
+    ("text_as_mp4", "not a readable media file"),
+    ("truncated_video", "truncated"),
+    ("audio_without_stream", "no audio stream"),
+    ("zero_length_audio", "no audio samples"),
+    ("no_face_anywhere", "no face found in any frame"),
+    ("unreachable_server", "cannot reach Triton at 127.0.0.1:1"),
+    ("bad_face_select", "--face-select"),
+])
+def test_errors_are_one_line_with_no_output(triton, media, bad_inputs, tmp_path, case, expect):
+    face, audio, url = media["clip"], media["speech"], triton.grpc_url
+    extra = ["--no-cache"]
+    if case == "missing_face":
+        face = tmp_path / "nope.mp4"
+    elif case == "missing_audio":
+        audio = tmp_path / "nope.wav"
+    elif case == "text_as_mp4":
+        face = bad_inputs["text_mp4"]
+    elif case == "truncated_video":
+        face = bad_inputs["truncated"]
+    elif case == "audio_without_stream":
+        audio = media["clip"]
+    elif case == "zero_length_audio":
+        audio = bad_inputs["empty_wav"]
+    elif case == "no_face_anywhere":
+        face = bad_inputs["noise"]
+    elif case == "unreachable_server":
+        url = "127.0.0.1:1"
+    elif case == "bad_face_select":
+        extra += ["--face-select", "biggest"]
+    out = tmp_path / "out" / "result.mp4"
+    proc = run_cli("generate", "--face", face, "--audio", audio, "--outfile", out, "--url", url, "--quiet", *extra)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], proc.stderr
+    assert not out.exists()
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
