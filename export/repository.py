@@ -43,6 +43,7 @@ class ExportReport:
     repository: str
     profile: str
     weights: str
+    detector_size: tuple = ()
     parity: list = field(default_factory=list)
     models: list = field(default_factory=list)
     tensorrt: str = "not requested"
@@ -94,7 +95,7 @@ def export_repository(opts: ExportOptions) -> ExportReport:
     out = Path(opts.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    report = ExportReport(repository=str(out), profile=profile, weights=weights)
+    report = ExportReport(repository=str(out), profile=profile, weights=weights, detector_size=tuple(opts.detector_size))
     try:
         wav_dir = _write_model(staging, configs[WAV2LIP.name])
         onnx_path = export_wav2lip_onnx(net, wav_dir / "model.onnx")

@@ -123,7 +123,35 @@ def _run_demo(args) -> int:
     return 0
 
 
+def _add_perf(sub) -> None:
+    p = sub.add_parser("perf", help="load tests and end-to-end benchmarks")
+    perf = p.add_subparsers(dest="perf_command", required=True)
+    m = perf.add_parser("models", help="perf_analyzer sweeps, Triton vs in-process, dynamic batching on/off")
+    m.add_argument("--model-repository", type=Path, help="repository to test (default: a random-weight export)")
+    m.add_argument("--out", type=Path, default=Path("perf/results"))
+    m.add_argument("--shared-memory", action="store_true", help="send tensors through system shared memory")
+    m.add_argument("--tiny", action="store_true", help="seconds-long smoke run (CI)")
+    e = perf.add_parser("e2e", help="end-to-end frames/s, stage split, cache on/off, peak memory")
+    e.add_argument("--model-repository", type=Path)
+    e.add_argument("--out", type=Path, default=Path("perf/results"))
+    e.add_argument("--seconds", type=float, nargs="+", help="clip lengths (default 10 20 60)")
+    e.add_argument("--tiny", action="store_true", help="seconds-long smoke run (CI)")
+
+
+def _run_perf(args) -> int:
+    if args.perf_command == "models":
+        from lipsync_triton.perf.models_bench import run_models_bench
+
+        run_models_bench(args.out, args.model_repository, tiny=args.tiny, shared_memory=args.shared_memory)
+    else:
+        from lipsync_triton.perf.e2e_bench import run_e2e_bench
+
+        run_e2e_bench(args.out, args.model_repository, tiny=args.tiny, seconds=args.seconds)
+    return 0
+
+
 COMMANDS = {
+    "perf": (_add_perf, _run_perf),
     "export": (_add_export, _run_export),
     "serve": (_add_serve, _run_serve),
     "generate": (_add_generate, _run_generate),

@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import librosa
 import numpy as np
 from scipy.signal import lfilter
 
@@ -27,7 +26,42 @@ MEL_WINDOW = 16  # 0.2 s of audio per video frame
 
 _NAN_ADVICE = ("the audio's mel spectrogram contains NaN (a silent or synthetic track with invalid samples); "
                "re-encode it with a tiny noise floor, e.g. ffmpeg -i in.wav -af 'volume=1,aeval=val(0)+1e-5*random(0)' out.wav")
-_MEL_BASIS = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)  # Slaney
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's auditory scale: linear below 1 kHz, logarithmic above (librosa's htk=False)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    return np.where(hz >= 1000.0, 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), hz * 3.0 / 200.0)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    return np.where(mel >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0)), mel * 200.0 / 3.0)
+
+
+def slaney_mel_filters() -> np.ndarray:
+    """[80, 401] triangular filters, Slaney scale and area normalisation (librosa.filters.mel defaults)."""
+    fft_freqs = np.linspace(0.0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(FMIN), _hz_to_mel(FMAX), N_MELS + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+_MEL_BASIS = slaney_mel_filters()
+_WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WIN) / WIN)).astype(np.float64)  # periodic Hann
+
+
+def stft_magnitude(y: np.ndarray) -> np.ndarray:
+    """|STFT| [401, T]: centred frames with REFLECT padding of n_fft/2 (librosa 0.7's default)."""
+    padded = np.pad(y.astype(np.float64), N_FFT // 2, mode="reflect")
+    n_frames = 1 + (len(padded) - N_FFT) // HOP
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][:n_frames]
+    return np.abs(np.fft.rfft(frames * _WINDOW, axis=1)).T
 
 
 def load_audio(path: str | Path) -> np.ndarray:
@@ -62,9 +96,9 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
     if not np.isfinite(wav).all():
         raise LipsyncError(_NAN_ADVICE)
     emphasized = lfilter([1.0, -PREEMPHASIS], [1.0], wav)
-    spec = librosa.stft(y=emphasized, n_fft=N_FFT, hop_length=HOP, win_length=WIN, window="hann",
-                        center=True, pad_mode="reflect")
-    mel = _MEL_BASIS @ np.abs(spec)
+    if len(emphasized) <= N_FFT // 2:
+        raise LipsyncError(f"audio too short: {len(emphasized)} samples; pass at least 0.2 s of speech")
+    mel = _MEL_BASIS @ stft_magnitude(emphasized)
     db = 20.0 * np.log10(np.maximum(1e-5, mel)) - REF_LEVEL_DB
     normalised = np.clip(2 * MAX_ABS * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS, -MAX_ABS, MAX_ABS)
     if np.isnan(normalised).any():

@@ -1,0 +1,127 @@
+"""`lipsync perf e2e`: the real pipeline on a standard 720p 25 fps workload, against the
+generator-only ceiling measured in the same run; stage split, cache on/off, peak memory."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from lipsync_triton import log
+from lipsync_triton.client.triton_client import WAV2LIP_MODEL, TritonPool
+from lipsync_triton.errors import LipsyncError
+from lipsync_triton.export.repository import ExportOptions, export_repository
+from lipsync_triton.serving.server import TritonServer
+from .inprocess import stack_batch
+from .machine import machine_description
+from .workload import e2e_workload, model_inputs
+
+FULL = {"seconds": [10.0, 20.0, 60.0], "size": (1280, 720), "ceiling_batches": [16, 32], "ceiling_s": 15.0}
+TINY = {"seconds": [1.0, 2.0], "size": (320, 192), "ceiling_batches": [4], "ceiling_s": 0.5}
+
+
+def generator_ceiling(url: str, inputs: list[dict], batches: list[int], seconds: float, in_flight: int = 2) -> dict:
+    """Wav2Lip alone over gRPC (no decode, detect, paste or encode): frames/s at each batch size."""
+    pool = TritonPool(url)
+    rates = {}
+    for batch in batches:
+        arrays = stack_batch(inputs, batch)
+        pool.infer(WAV2LIP_MODEL, arrays, ["face_out"])  # warm
+        done, start = 0, time.perf_counter()
+        with ThreadPoolExecutor(in_flight) as ex:
+            while time.perf_counter() - start < seconds or done == 0:
+                list(ex.map(lambda _: pool.infer(WAV2LIP_MODEL, arrays, ["face_out"]), range(in_flight)))
+                done += batch * in_flight
+        rates[batch] = round(done / (time.perf_counter() - start), 2)
+    return rates
+
+
+def run_job(face: Path, audio: Path, outfile: Path, url: str, cache_dir: Path, use_cache: bool) -> dict:
+    cmd = [sys.executable, "-m", "lipsync_triton.perf.e2e_worker", "--face", str(face), "--audio", str(audio),
+           "--outfile", str(outfile), "--url", url, "--cache-dir", str(cache_dir)]
+    if not use_cache:
+        cmd.append("--no-cache")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise LipsyncError(f"e2e job failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def server_peak_rss_mb(pid: int) -> float:
+    """Peak RSS (VmHWM) of tritonserver plus its Python-backend stub processes."""
+    total = 0.0
+    proc = psutil.Process(pid)
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            with open(f"/proc/{p.pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return round(total, 1)
+
+
+def run_e2e_bench(out: Path, repository: Path | None = None, tiny: bool = False, seconds: list[float] | None = None) -> dict:
+    plan = dict(TINY if tiny else FULL)
+    if seconds:
+        plan["seconds"] = seconds
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    work.mkdir(exist_ok=True)
+    if repository is None:
+        repository = work / "model_repository"
+        if not (repository / "export.json").exists():
+            export_repository(ExportOptions(out=repository, random_weights=True))
+    inputs = model_inputs(work)["wav2lip"]
+    width, height = plan["size"]
+    results: dict = {"machine": machine_description(), "mode": "tiny" if tiny else "full",
+                     "workload": f"{width}x{height} 25 fps presenter clip + espeak-ng speech of equal length", "runs": []}
+    with TritonServer(repository, log_path=work / "tritonserver.log") as server:
+        ceiling = generator_ceiling(server.grpc_url, inputs, plan["ceiling_batches"], plan["ceiling_s"])
+        results["generator_only_per_s"] = ceiling
+        best = max(ceiling.values())
+        for secs in plan["seconds"]:
+            clip, speech = e2e_workload(work / "media", secs, width, height)
+            cache_dir = work / f"cache_{secs:g}"
+            for use_cache in (False, True):
+                if not use_cache:
+                    for f in cache_dir.glob("*.npz"):
+                        f.unlink()
+                # first run (cache off) fills nothing; the cached run needs boxes stored once
+                job = run_job(clip, speech, work / f"out_{secs:g}.mp4", server.grpc_url, cache_dir, use_cache)
+                if use_cache and not job["cache_hit"]:  # first cached run stores the boxes; measure the hit
+                    job = run_job(clip, speech, work / f"out_{secs:g}.mp4", server.grpc_url, cache_dir, use_cache)
+                job.update({"seconds_of_video": secs, "presenter_cache": use_cache,
+                            "real_time_factor": round(job["seconds"] / secs, 3),
+                            "pipeline_efficiency": round(job["frames_per_second"] / best, 3)})
+                results["runs"].append(job)
+                log.event("e2e", seconds=secs, cache=use_cache, fps=job["frames_per_second"],
+                          efficiency=job["pipeline_efficiency"], client_rss_mb=job["client_peak_rss_mb"])
+        results["server_peak_rss_mb"] = server_peak_rss_mb(server.pid())
+    lo, hi = min(plan["seconds"]), max(plan["seconds"])
+    rss = {r["seconds_of_video"]: r["client_peak_rss_mb"] for r in results["runs"] if not r["presenter_cache"]}
+    results["client_rss_ratio"] = {"long_s": hi, "short_s": lo, "ratio": round(rss[hi] / rss[lo], 3)}
+    (out / "e2e.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(e2e_table(results))
+    return results
+
+
+def e2e_table(results: dict) -> str:
+    lines = [f"generator-only ceiling (frames/s by batch): {results['generator_only_per_s']}", "",
+             "| video s | presenter cache | frames/s | real-time factor | efficiency | decode | mel | detect | generate | paste | encode | client peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results["runs"]:
+        s = r["stages"]
+        lines.append(f"| {r['seconds_of_video']:g} | {'hit' if r['presenter_cache'] else 'off'} | {r['frames_per_second']} | "
+                     f"{r['real_time_factor']} | {r['pipeline_efficiency']} | {s['decode']} | {s['mel']} | {s['detect']} | "
+                     f"{s['generate']} | {s['paste']} | {s['encode']} | {r['client_peak_rss_mb']} |")
+    ratio = results["client_rss_ratio"]
+    lines += ["", f"server peak RSS (tritonserver + stubs): {results['server_peak_rss_mb']} MB",
+              f"client peak RSS {ratio['long_s']:g} s / {ratio['short_s']:g} s: {ratio['ratio']}"]
+    return "\n".join(lines)

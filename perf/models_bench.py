@@ -1,0 +1,111 @@
+"""`lipsync perf models`: perf_analyzer concurrency sweeps per model, Triton vs in-process ONNX
+Runtime at the same batch, and what dynamic batching buys (same models, batcher on vs off)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from lipsync_triton import log
+from lipsync_triton.export.model_config import model_configs
+from lipsync_triton.export.repository import ExportOptions, export_repository
+from lipsync_triton.serving.server import TritonServer
+from .inprocess import inprocess_throughput, stack_batch
+from .machine import machine_description
+from .perf_analyzer import run_sweep
+from .plots import throughput_latency_plot
+from .workload import model_inputs, write_perf_analyzer_data
+
+FULL = {"batch": {"wav2lip": 16, "face_detector": 8}, "levels": [1, 2, 4], "ab_levels": [1, 2, 4, 8, 16],
+        "ab_models": ["wav2lip", "face_detector"], "ms": 5000, "trials": 6, "inproc_s": 10.0}
+TINY = {"batch": {"wav2lip": 2, "face_detector": 2}, "levels": [1, 2], "ab_levels": [1, 4],
+        "ab_models": ["face_detector"], "ms": 800, "trials": 3, "inproc_s": 0.5}
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Copy a repository with hard links for the (large) model files."""
+    def link(s, d):
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+    shutil.copytree(src, dst, copy_function=link)
+
+
+def without_dynamic_batching(repo: Path, dst: Path) -> Path:
+    """The same repository with the dynamic batcher removed (configs from the same generator)."""
+    shutil.rmtree(dst, ignore_errors=True)
+    _link_tree(repo, dst)
+    size = json.loads((repo / "export.json").read_text())["detector_size"]
+    for cfg in model_configs("cpu", tuple(size), dynamic_batching=False):
+        target = dst / cfg.model.name / "config.pbtxt"
+        target.unlink()
+        target.write_text(cfg.to_pbtxt())
+    return dst
+
+
+def run_models_bench(out: Path, repository: Path | None = None, tiny: bool = False, shared_memory: bool = False) -> dict:
+    plan = TINY if tiny else FULL
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    work.mkdir(exist_ok=True)
+    if repository is None:
+        repository = work / "model_repository"
+        if not (repository / "export.json").exists():
+            export_repository(ExportOptions(out=repository, random_weights=True))
+    inputs = model_inputs(work)
+    data_files = {m: write_perf_analyzer_data(e, work / f"{m}_input.json") for m, e in inputs.items()}
+    shm = "system" if shared_memory else "none"
+    results: dict = {"machine": machine_description(), "mode": "tiny" if tiny else "full", "shared_memory": shm,
+                     "models": {}, "dynamic_batching": {}}
+    sweeps = {}
+    with TritonServer(repository, log_path=work / "tritonserver.log") as server:
+        for model, batch in plan["batch"].items():
+            points = run_sweep(server.grpc_url, model, batch, plan["levels"], data_files[model], out / f"{model}_sweep.csv",
+                               plan["ms"], plan["trials"], shm)
+            sweeps[model] = points
+            local = inprocess_throughput(repository / model / "1" / "model.onnx", stack_batch(inputs[model], batch),
+                                         threads=2, min_seconds=plan["inproc_s"])
+            served = points[0].throughput  # concurrency 1: the same batch size as in-process
+            best = max(p.throughput for p in points)
+            results["models"][model] = {
+                "batch": batch, "sweep": [asdict(p) for p in points], "inprocess_per_s": round(local, 2),
+                "triton_c1_per_s": round(served, 2), "triton_best_per_s": round(best, 2),
+                "overhead_ratio": round(served / local, 3),
+            }
+            log.event("model_perf", model=model, batch=batch, triton=round(served, 2), inprocess=round(local, 2),
+                      ratio=round(served / local, 3))
+        ab_on = {m: run_sweep(server.grpc_url, m, 1, plan["ab_levels"], data_files[m], out / f"{m}_b1_dynamic.csv",
+                              plan["ms"], plan["trials"], shm) for m in plan["ab_models"]}
+    off_repo = without_dynamic_batching(repository, work / "model_repository_no_batching")
+    with TritonServer(off_repo, log_path=work / "tritonserver_no_batching.log") as server:
+        ab_off = {m: run_sweep(server.grpc_url, m, 1, plan["ab_levels"], data_files[m], out / f"{m}_b1_no_batching.csv",
+                               plan["ms"], plan["trials"], shm) for m in plan["ab_models"]}
+    for model in plan["ab_models"]:
+        rows = [{"concurrency": a.concurrency, "dynamic_per_s": round(a.throughput, 2), "off_per_s": round(b.throughput, 2),
+                 "ratio": round(a.throughput / b.throughput, 3), "dynamic_p95_ms": round(a.p95_ms, 1), "off_p95_ms": round(b.p95_ms, 1)}
+                for a, b in zip(ab_on[model], ab_off[model])]
+        results["dynamic_batching"][model] = rows
+        throughput_latency_plot({"dynamic batching": ab_on[model], "no batching": ab_off[model]},
+                                f"{model}: batch-1 requests, concurrency sweep", out / f"{model}_dynamic_batching.png")
+    for model, points in sweeps.items():
+        throughput_latency_plot({f"{model} batch {plan['batch'][model]}": points}, f"{model} over gRPC ({results['machine']['cores']} cores)",
+                                out / f"{model}_throughput_latency.png")
+    (out / "models.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(models_table(results))
+    return results
+
+
+def models_table(results: dict) -> str:
+    lines = ["| model | batch | Triton c=1 (/s) | Triton best (/s) | in-process ORT (/s) | Triton / in-process |",
+             "|---|---|---|---|---|---|"]
+    for model, r in results["models"].items():
+        lines.append(f"| {model} | {r['batch']} | {r['triton_c1_per_s']} | {r['triton_best_per_s']} | {r['inprocess_per_s']} | {r['overhead_ratio']} |")
+    lines += ["", "| model | concurrency | dynamic batching (/s) | no batching (/s) | ratio | p95 ms on / off |", "|---|---|---|---|---|---|"]
+    for model, rows in results["dynamic_batching"].items():
+        for row in rows:
+            lines.append(f"| {model} | {row['concurrency']} | {row['dynamic_per_s']} | {row['off_per_s']} | {row['ratio']} | "
+                         f"{row['dynamic_p95_ms']} / {row['off_p95_ms']} |")
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""Realistic inputs for the load tests: mel windows of real speech, face crops and frames of the
+bundled presenter; and the standard end-to-end workload (720p 25 fps presenter clip + speech)."""
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from lipsync_triton.preprocessing.audio import load_audio, mel_windows, melspectrogram
+from lipsync_triton.preprocessing.crops import crop_face
+from lipsync_triton.preprocessing.faces import Letterbox
+from lipsync_triton.samples import DEMO_TEXT, presenter_frames, write_presenter_clip, write_speech
+
+# Where the bundled presenter's face lies in a 1280x720 frame (measured once with the detector).
+PRESENTER_FACE_BOX = np.array([560, 120, 760, 360])
+
+
+def model_inputs(work: Path, samples: int = 8) -> dict[str, list[dict[str, np.ndarray]]]:
+    """{model: [ {input name: array without batch axis}, ... ]} from real speech and frames."""
+    speech = write_speech(work / "perf_speech.wav")
+    windows, n = mel_windows(melspectrogram(load_audio(speech)), 25.0)
+    frames = list(presenter_frames(samples / 25.0, 25.0, 1280, 720))
+    pick = np.linspace(0, n - 1, samples).astype(int)
+    letterbox = Letterbox(384, 640)
+    return {
+        "wav2lip": [{"mel": windows[p], "face": crop_face(frames[i % len(frames)], PRESENTER_FACE_BOX)} for i, p in enumerate(pick)],
+        "face_detector": [{"image": letterbox.apply(f)[0]} for f in frames],
+    }
+
+
+def write_perf_analyzer_data(entries: list[dict[str, np.ndarray]], path: Path) -> Path:
+    """perf_analyzer --input-data JSON: float tensors as content lists, uint8 tensors as base64."""
+    data = []
+    for entry in entries:
+        item = {}
+        for name, array in entry.items():
+            if array.dtype == np.uint8:
+                item[name] = {"b64": base64.b64encode(array.tobytes()).decode(), "shape": list(array.shape)}
+            else:
+                item[name] = {"content": array.astype(np.float32).ravel().tolist(), "shape": list(array.shape)}
+        data.append(item)
+    path.write_text(json.dumps({"data": data}))
+    return path
+
+
+def e2e_workload(work: Path, seconds: float, width: int = 1280, height: int = 720, fps: float = 25.0) -> tuple[Path, Path]:
+    """A presenter clip of `seconds` and a speech track of the same length (espeak-ng, trimmed)."""
+    work.mkdir(parents=True, exist_ok=True)
+    clip = work / f"presenter_{width}x{height}_{seconds:g}s.mp4"
+    speech = work / f"speech_{seconds:g}s.wav"
+    if not clip.exists():
+        write_presenter_clip(clip, seconds, fps, width, height)
+    if not speech.exists():
+        raw = write_speech(work / "speech_long.wav", DEMO_TEXT, repeat=max(1, int(seconds / 7) + 1))
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(raw), "-t", f"{seconds:g}", str(speech)], check=True)
+    return clip, speech
