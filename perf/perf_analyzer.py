@@ -53,7 +53,7 @@ def run_sweep(url: str, model: str, batch: int, concurrency: list[int], input_da
         cmd = [
             binary, "-m", model, "-i", "grpc", "-u", url, "-b", str(batch),
             "--concurrency-range", f"{level}:{level}", "--input-data", str(input_data), "-f", str(level_csv),
-            "-p", str(measurement_ms), "-r", str(max_trials), "-s", "25", "--shared-memory", shared_memory,
+            "-p", str(measurement_ms), "-r", str(max_trials), "-s", "40", "--shared-memory", shared_memory,
         ]
         if shared_memory != "none":
             cmd += ["--output-shared-memory-size", str(4 << 20)]

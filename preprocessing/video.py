@@ -113,6 +113,11 @@ class FrameSource:
 
     def looped(self, n_frames: int) -> Iterator[tuple[int, np.ndarray]]:
         """(source index, frame) for n_frames output frames: frame i uses source frame i mod N."""
+        if self.still:  # decode once; every output frame starts from the same picture
+            frame = self._first_frame()
+            for _ in range(n_frames):
+                yield 0, frame
+            return
         produced = 0
         while produced < n_frames:
             index = 0
