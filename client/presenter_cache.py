@@ -13,20 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lipsync_triton.files import file_sha256
+
 CACHE_VERSION = 1
 
 
 def default_cache_dir() -> Path:
     base = os.environ.get("LIPSYNC_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "lipsync-triton")
     return Path(base) / "presenters"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(4 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class PresenterCache:

@@ -72,8 +72,9 @@ WAV2LIP = ModelSpec(
     max_batch_size=128,
     preferred_batch_sizes=(16, 32, 64, 128),
     warmup_batch_size=16,
-    # A CPU batch of 16 takes ~1 s: 10 ms of waiting is noise and merges late arrivals.
-    queue_delay_us={"KIND_CPU": 10000, "KIND_GPU": 2000},
+    # On 2 CPU cores batching buys no throughput (compute-bound) and a 10 ms wait cost 24% at
+    # concurrency 1-2 (perf/BENCHMARKS.md); on GPUs batching is the win and 2 ms fills batches.
+    queue_delay_us={"KIND_CPU": 2000, "KIND_GPU": 2000},
 )
 
 DETECTOR_TOP_K = 32

@@ -5,7 +5,6 @@ Each step can be rerun on its own (model_navigator style): `export_wav2lip_onnx`
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
+from lipsync_triton.files import file_sha256
 from .checkpoint import load_wav2lip, random_wav2lip
 from .face_detector import export_face_detector
 from .model_config import DEFAULT_DETECTOR_SIZE, FACE_DETECTOR, WAV2LIP, ModelConfig, model_configs
@@ -50,14 +50,6 @@ class ExportReport:
     seconds: float = 0.0
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_model(root: Path, cfg: ModelConfig) -> Path:
     version = root / cfg.model.name / "1"
     version.mkdir(parents=True, exist_ok=True)
@@ -79,7 +71,7 @@ def export_repository(opts: ExportOptions) -> ExportReport:
         raise LipsyncError(f"--detector-size {h}x{w}: height and width must be positive multiples of 32 (e.g. 384x640)")
     if opts.checkpoint is not None:
         net = load_wav2lip(opts.checkpoint)
-        weights = f"checkpoint {opts.checkpoint} sha256={_sha256(Path(opts.checkpoint))[:16]}"
+        weights = f"checkpoint {opts.checkpoint} sha256={file_sha256(opts.checkpoint)[:16]}"
     else:
         net = random_wav2lip(opts.seed)
         weights = f"RANDOM (seed {opts.seed})"

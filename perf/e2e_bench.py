@@ -15,11 +15,11 @@ import psutil
 from lipsync_triton import log
 from lipsync_triton.client.triton_client import WAV2LIP_MODEL, TritonPool
 from lipsync_triton.errors import LipsyncError
-from lipsync_triton.export.repository import ExportOptions, export_repository
 from lipsync_triton.serving.server import TritonServer
 from .inprocess import stack_batch
+from .e2e_worker import peak_rss_mb
 from .machine import machine_description
-from .workload import e2e_workload, model_inputs
+from .workload import e2e_workload, ensure_repository, model_inputs
 
 FULL = {"seconds": [10.0, 20.0, 60.0], "size": (1280, 720), "ceiling_batches": [16, 32], "ceiling_s": 15.0}
 TINY = {"seconds": [1.0, 2.0], "size": (320, 192), "ceiling_batches": [4], "ceiling_s": 0.5}
@@ -58,10 +58,7 @@ def server_peak_rss_mb(pid: int) -> float:
     proc = psutil.Process(pid)
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            with open(f"/proc/{p.pid}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmHWM:"):
-                        total += int(line.split()[1]) / 1024
+            total += peak_rss_mb(p.pid)
         except OSError:
             pass
     return round(total, 1)
@@ -74,10 +71,7 @@ def run_e2e_bench(out: Path, repository: Path | None = None, tiny: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     work.mkdir(exist_ok=True)
-    if repository is None:
-        repository = work / "model_repository"
-        if not (repository / "export.json").exists():
-            export_repository(ExportOptions(out=repository, random_weights=True))
+    repository = ensure_repository(work, repository)
     inputs = model_inputs(work)["wav2lip"]
     width, height = plan["size"]
     results: dict = {"machine": machine_description(), "mode": "tiny" if tiny else "full",

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 from pathlib import Path
 
 from lipsync_triton import log
@@ -22,8 +21,17 @@ def main() -> None:
     log.set_quiet(True)
     result = generate(args.face, args.audio, args.outfile, [args.url],
                       GenerateOptions(use_cache=not args.no_cache, cache_dir=Path(args.cache_dir)))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(result.as_dict() | {"client_peak_rss_mb": round(peak_mb, 1)}))
+    print(json.dumps(result.as_dict() | {"client_peak_rss_mb": round(peak_rss_mb(), 1)}))
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """VmHWM: the peak resident set of this process image. (getrusage's ru_maxrss survives exec and
+    would report the parent's peak for a child started by a large benchmark process.)"""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 if __name__ == "__main__":

@@ -10,13 +10,12 @@ from pathlib import Path
 
 from lipsync_triton import log
 from lipsync_triton.export.model_config import model_configs
-from lipsync_triton.export.repository import ExportOptions, export_repository
 from lipsync_triton.serving.server import TritonServer
 from .inprocess import inprocess_throughput, stack_batch
 from .machine import machine_description
 from .perf_analyzer import run_sweep
 from .plots import throughput_latency_plot
-from .workload import model_inputs, write_perf_analyzer_data
+from .workload import ensure_repository, model_inputs, write_perf_analyzer_data
 
 FULL = {"batch": {"wav2lip": 16, "face_detector": 8}, "levels": [1, 2, 4], "ab_levels": [1, 2, 4, 8, 16],
         "ab_models": ["wav2lip", "face_detector"], "trials": 8, "inproc_s": 12.0,
@@ -54,10 +53,7 @@ def run_models_bench(out: Path, repository: Path | None = None, tiny: bool = Fal
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     work.mkdir(exist_ok=True)
-    if repository is None:
-        repository = work / "model_repository"
-        if not (repository / "export.json").exists():
-            export_repository(ExportOptions(out=repository, random_weights=True))
+    repository = ensure_repository(work, repository)
     inputs = model_inputs(work)
     data_files = {m: write_perf_analyzer_data(e, work / f"{m}_input.json") for m, e in inputs.items()}
     shm = "system" if shared_memory else "none"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lipsync_triton.export.repository import ExportOptions, export_repository
 from lipsync_triton.preprocessing.audio import load_audio, mel_windows, melspectrogram
 from lipsync_triton.preprocessing.crops import crop_face
 from lipsync_triton.preprocessing.faces import Letterbox
@@ -44,6 +45,16 @@ def write_perf_analyzer_data(entries: list[dict[str, np.ndarray]], path: Path) -
         data.append(item)
     path.write_text(json.dumps({"data": data}))
     return path
+
+
+def ensure_repository(work: Path, repository: Path | None) -> Path:
+    """The repository to benchmark: the given one, or a random-weight CPU export kept in `work`."""
+    if repository is not None:
+        return repository
+    repository = work / "model_repository"
+    if not (repository / "export.json").exists():
+        export_repository(ExportOptions(out=repository, random_weights=True))
+    return repository
 
 
 def e2e_workload(work: Path, seconds: float, width: int = 1280, height: int = 720, fps: float = 25.0) -> tuple[Path, Path]:
