@@ -18,6 +18,7 @@ import numpy as np
 
 from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
+from lipsync_triton.memory import pin_large_allocations_to_mmap
 from lipsync_triton.preprocessing.audio import MEL_WINDOW, load_audio, mel_window_starts, melspectrogram
 from lipsync_triton.preprocessing.crops import crop_face, paste_face
 from lipsync_triton.preprocessing.faces import FaceSelector
@@ -85,10 +86,15 @@ def _validate(opts: GenerateOptions) -> None:
 
 def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: list[str] | str,
              options: GenerateOptions | None = None, progress: ProgressCallback | None = None,
-             cancel: threading.Event | None = None) -> GenerateResult:
-    """Run one lip-sync job. Raises LipsyncError (one-line message) on bad input; writes nothing then."""
+             cancel: threading.Event | None = None, detect_progress: ProgressCallback | None = None) -> GenerateResult:
+    """Run one lip-sync job. Raises LipsyncError (one-line message) on bad input; writes nothing then.
+
+    `progress(done, total)` follows the generated frames; `detect_progress` the face-detection pass
+    (skipped on a presenter-cache hit). Setting `cancel` stops the job with `Cancelled`.
+    """
     opts = options or GenerateOptions()
     _validate(opts)
+    pin_large_allocations_to_mmap()
     started = time.monotonic()
     timer = StageTimer()
     selector = FaceSelector.parse(opts.face_select)
@@ -117,7 +123,7 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
                          "static": opts.static, "nosmooth": opts.nosmooth, "select": selector.key(), "detector": det_dims}
         tracked = track_faces(source, pool, (det_dims[0], det_dims[1]), pads=opts.pads, selector=selector,
                               nosmooth=opts.nosmooth, batch_size=opts.face_det_batch_size, in_flight=opts.in_flight,
-                              cache=cache, cache_options=cache_options, timer=timer)
+                              cache=cache, cache_options=cache_options, timer=timer, progress=detect_progress)
         boxes, cache_hit, filled, det_requests = tracked.boxes, tracked.cache_hit, tracked.filled, tracked.detector_requests
 
     writer = Mp4Writer(outfile, source.width, source.height, source.fps, audio, crf=opts.crf, preset=opts.preset)
@@ -196,10 +202,11 @@ class LipSyncClient:
 
     def generate(self, face: str | Path, audio: str | Path, outfile: str | Path, *,
                  progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
-                 **options) -> GenerateResult:
+                 detect_progress: ProgressCallback | None = None, **options) -> GenerateResult:
         unknown = set(options) - set(GenerateOptions.__dataclass_fields__)
         if unknown:
             raise LipsyncError(f"unknown option(s) {', '.join(sorted(unknown))}; see GenerateOptions")
         if self.cache_dir is not None:
             options.setdefault("cache_dir", self.cache_dir)
-        return generate(face, audio, outfile, self.urls, GenerateOptions(**options), progress=progress, cancel=cancel)
+        return generate(face, audio, outfile, self.urls, GenerateOptions(**options), progress=progress, cancel=cancel,
+                        detect_progress=detect_progress)

@@ -14,12 +14,14 @@ class ProgressBar:
         self.label = label
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.started = time.monotonic()
+        self.started: float | None = None  # set on the first update: earlier stages do not count
         self._last = 0.0
 
     def __call__(self, done: int, total: int) -> None:
         self.total = max(total, 1)
         now = time.monotonic()
+        if self.started is None:
+            self.started = now
         if not self.enabled or (now - self._last < 0.1 and done < self.total):
             return
         self._last = now

@@ -104,8 +104,10 @@ def _run_generate(args) -> int:
         wav2lip_batch_size=args.wav2lip_batch_size, face_select=args.face_select, blend=not args.hard_paste,
         use_cache=not args.no_cache, cache_dir=args.cache_dir, in_flight=args.in_flight,
     )
-    progress = None if args.quiet else ProgressBar(0)
-    result = generate(args.face, args.audio, args.outfile, args.urls or ["127.0.0.1:8001"], opts, progress=progress)
+    progress = None if args.quiet else ProgressBar(0, label="lip-sync")
+    detect_progress = None if args.quiet else ProgressBar(0, label="detect faces")
+    result = generate(args.face, args.audio, args.outfile, args.urls or ["127.0.0.1:8001"], opts, progress=progress,
+                      detect_progress=detect_progress)
     if args.json:
         print(json.dumps(result.as_dict()))
     return 0

@@ -74,3 +74,21 @@ def test_soft_paste_keeps_box_edges_and_changes_mouth():
     assert hard[52, 52, 0] == 250  # the reference's hard box
     mask = lower_face_mask(100, 100)
     assert mask.max() <= 1.0 and mask[0].max() < 0.01 and mask[-1].max() < 0.5
+
+
+def test_progress_bar_draws_on_a_terminal_only():
+    import io
+
+    from lipsync_triton.client.progress import ProgressBar
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        bar = ProgressBar(0, stream=stream)
+        for done in (0, 5, 10):
+            bar(done, 10)
+    assert "10/10 frames" in tty.getvalue() and "fps" in tty.getvalue() and "ETA" in tty.getvalue()
+    assert pipe.getvalue() == ""
