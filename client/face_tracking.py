@@ -55,7 +55,7 @@ def _detect_all(source: FrameSource, pool: TritonPool, letterbox: Letterbox, bat
             while len(pending) >= in_flight:
                 collect(pending.popleft())
 
-        for frame in timer.timed_iter("decode", source.frames()):
+        for frame in timer.timed_iter("decode", source.frames(ring=2)):  # letterbox copies each frame at once
             with timer.stage("detect"):
                 image, scale = letterbox.apply(frame)
             batch.append(image)

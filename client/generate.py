@@ -121,8 +121,9 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
         cache = PresenterCache(opts.cache_dir) if opts.use_cache else None
         cache_options = {"pads": list(opts.pads), "transform": [opts.resize_factor, list(opts.crop), opts.rotate],
                          "static": opts.static, "nosmooth": opts.nosmooth, "select": selector.key(), "detector": det_dims}
+        det_max = models[DETECTOR_MODEL].max_batch_size or opts.face_det_batch_size
         tracked = track_faces(source, pool, (det_dims[0], det_dims[1]), pads=opts.pads, selector=selector,
-                              nosmooth=opts.nosmooth, batch_size=opts.face_det_batch_size, in_flight=opts.in_flight,
+                              nosmooth=opts.nosmooth, batch_size=min(opts.face_det_batch_size, det_max), in_flight=opts.in_flight,
                               cache=cache, cache_options=cache_options, timer=timer, progress=detect_progress)
         boxes, cache_hit, filled, det_requests = tracked.boxes, tracked.cache_hit, tracked.filled, tracked.detector_requests
 
@@ -149,10 +150,13 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
         with ThreadPoolExecutor(max_workers=opts.in_flight, thread_name_prefix="wav2lip") as executor:
             frames, frame_boxes, crops, mels = [], [], [], []
             frame_index = 0
-            for src_index, frame in timer.timed_iter("decode", source.looped(n_frames)):
+            # When a frame is decoded at most in_flight*batch - 1 earlier frames are still waiting to
+            # be pasted and encoded (finish() drains to in_flight - 1 batches after each submit), so a
+            # ring one larger never overwrites a frame in use.
+            ring = opts.in_flight * batch_size + 1
+            for src_index, frame in timer.timed_iter("decode", source.looped(n_frames, ring=ring)):
                 if pool.cancel.is_set():
                     raise Cancelled("job cancelled")
-                frame = frame.copy()  # decoded buffers are read-only; we paste into this one
                 box = boxes[0] if len(boxes) == 1 else boxes[src_index % len(boxes)]
                 with timer.stage("paste"):
                     crops.append(crop_face(frame, box))

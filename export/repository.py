@@ -16,7 +16,7 @@ from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.files import file_sha256
 from .checkpoint import load_wav2lip, random_wav2lip
-from .face_detector import export_face_detector
+from .face_detector import check_detector, export_face_detector
 from .model_config import DEFAULT_DETECTOR_SIZE, FACE_DETECTOR, WAV2LIP, ModelConfig, model_configs
 from .tensorrt import build_engine, tensorrt_available
 from .wav2lip_onnx import check_parity, convert_fp16, export_wav2lip_onnx
@@ -45,6 +45,7 @@ class ExportReport:
     weights: str
     detector_size: tuple = ()
     parity: list = field(default_factory=list)
+    detector_check: dict = field(default_factory=dict)
     models: list = field(default_factory=list)
     tensorrt: str = "not requested"
     seconds: float = 0.0
@@ -105,6 +106,9 @@ def export_repository(opts: ExportOptions) -> ExportReport:
                 fp16_path.replace(onnx_path)
         det_dir = _write_model(staging, configs[FACE_DETECTOR.name])
         det_path = export_face_detector(det_dir / "model.onnx", opts.detector_onnx)
+        report.detector_check = check_detector(det_path, opts.detector_size)
+        log.event("detector_check", astronaut_score=report.detector_check["astronaut"]["best_score"],
+                  noise_score=report.detector_check["noise"]["best_score"])
 
         if profile == "gpu-trt":
             report.tensorrt = f"engines built with {tensorrt_available()}"

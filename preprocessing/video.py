@@ -42,6 +42,17 @@ class FrameTransform:
         return out.shape[1], out.shape[0]
 
 
+def _read_exactly(stream, view: memoryview) -> int:
+    """Fill `view` from a pipe (short reads are possible); returns the bytes read (< len at EOF)."""
+    got = 0
+    while got < len(view):
+        n = stream.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
 class FrameSource:
     """Decodes frames one at a time through an ffmpeg pipe; never holds the whole video.
 
@@ -69,12 +80,14 @@ class FrameSource:
                 raise LipsyncError(f"{self.path} holds no decodable video frame (truncated or corrupt?); re-export the video")
         return self._count
 
-    def frames(self) -> Iterator[np.ndarray]:
+    def frames(self, ring: int = 0) -> Iterator[np.ndarray]:
+        """Decoded frames in order. With `ring` > 0 frames are decoded into `ring` reused, writable
+        buffers (no allocation per frame): a frame stays valid until `ring` more have been yielded."""
         if self.still:
             yield self._first_frame()
             return
         count = 0
-        for frame in self._decode():
+        for frame in self._decode(ring=ring):
             count += 1
             yield frame
         if count == 0:
@@ -90,7 +103,7 @@ class FrameSource:
             return frame
         raise LipsyncError(f"{self.path} holds no decodable frame; pass a valid image or video")
 
-    def _decode(self, limit: int | None = None) -> Iterator[np.ndarray]:
+    def _decode(self, limit: int | None = None, ring: int = 0) -> Iterator[np.ndarray]:
         w, h = self.info.width, self.info.height
         cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(self.path), "-map", "0:v:0"]
         if limit:
@@ -99,29 +112,40 @@ class FrameSource:
         cmd += ["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=w * h * 3)
         frame_bytes = w * h * 3
+        buffers = [np.empty((h, w, 3), np.uint8) for _ in range(ring)]
+        index = 0
         try:
             while True:
-                buf = proc.stdout.read(frame_bytes)
-                if len(buf) < frame_bytes:
-                    break
-                yield self.transform.apply(np.frombuffer(buf, np.uint8).reshape(h, w, 3))
+                if buffers:
+                    frame = buffers[index % ring]
+                    index += 1
+                    if _read_exactly(proc.stdout, memoryview(frame).cast("B")) < frame_bytes:
+                        break
+                else:
+                    buf = proc.stdout.read(frame_bytes)
+                    if len(buf) < frame_bytes:
+                        break
+                    frame = np.frombuffer(buf, np.uint8).reshape(h, w, 3)
+                yield self.transform.apply(frame)
         finally:
             proc.stdout.close()
             proc.kill()
             proc.wait()
             proc.stderr.close()
 
-    def looped(self, n_frames: int) -> Iterator[tuple[int, np.ndarray]]:
-        """(source index, frame) for n_frames output frames: frame i uses source frame i mod N."""
+    def looped(self, n_frames: int, ring: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """(source index, frame) for n_frames output frames: frame i uses source frame i mod N.
+
+        Frames are writable when `ring` > 0 (see `frames`); a still image yields fresh copies."""
         if self.still:  # decode once; every output frame starts from the same picture
             frame = self._first_frame()
             for _ in range(n_frames):
-                yield 0, frame
+                yield 0, frame.copy()
             return
         produced = 0
         while produced < n_frames:
             index = 0
-            for frame in self.frames():
+            for frame in self.frames(ring=ring):
                 if produced >= n_frames:
                     return
                 yield index, frame

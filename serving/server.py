@@ -1,7 +1,6 @@
 """Run a real tritonserver on a model repository: foreground (CLI) or managed (tests, demo, perf)."""
 from __future__ import annotations
 
-import re
 import socket
 import subprocess
 import sys

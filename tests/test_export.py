@@ -2,7 +2,6 @@
 import json
 import subprocess
 
-import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -110,6 +109,16 @@ def test_repository_layout_and_report(exported_repo):
     report = json.loads((exported_repo / "export.json").read_text())
     assert report["weights"].startswith("RANDOM")
     assert report["parity"][0]["max_abs_diff"] <= FP32_TOLERANCE
+    assert report["detector_check"]["astronaut"]["faces"] == 1 and report["detector_check"]["noise"]["faces"] == 0
+
+
+def test_detector_self_check_fails_when_it_cannot_find_the_face(tmp_path):
+    from lipsync_triton.export.face_detector import check_detector
+
+    path = export_face_detector(tmp_path / "det.onnx")
+    assert check_detector(path, (384, 640))["astronaut"]["best_score"] > 0.7
+    with pytest.raises(LipsyncError, match="self-check failed"):
+        check_detector(path, (32, 32))  # far too small to see a face
 
 
 def test_committed_configs_match_the_generator():

@@ -11,7 +11,6 @@ import tritonclient.grpc as grpcclient
 from lipsync_triton.client.generate import LipSyncClient
 from lipsync_triton.client.mp4_writer import Mp4Writer
 from lipsync_triton.client.triton_client import Cancelled
-from lipsync_triton.errors import LipsyncError
 from lipsync_triton.preprocessing.media_probe import probe_media
 from lipsync_triton.samples import astronaut_bgr, presenter_frames
 

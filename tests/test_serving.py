@@ -2,7 +2,6 @@
 import shutil
 import subprocess
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
