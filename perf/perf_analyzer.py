@@ -43,7 +43,8 @@ def perf_analyzer_command() -> tuple[str, dict]:
 
 
 def run_sweep(url: str, model: str, batch: int, concurrency: list[int], input_data: Path, csv_path: Path,
-              measurement_ms: int = 4000, max_trials: int = 6, shared_memory: str = "none") -> list[SweepPoint]:
+              measurement_ms: int = 4000, max_trials: int = 6, shared_memory: str = "none",
+              stability_pct: int = 40) -> list[SweepPoint]:
     """One perf_analyzer run per concurrency level (levels such as 1,2,4,8 are not a linear range);
     the per-level CSVs are merged into `csv_path`."""
     binary, env = perf_analyzer_command()
@@ -53,7 +54,7 @@ def run_sweep(url: str, model: str, batch: int, concurrency: list[int], input_da
         cmd = [
             binary, "-m", model, "-i", "grpc", "-u", url, "-b", str(batch),
             "--concurrency-range", f"{level}:{level}", "--input-data", str(input_data), "-f", str(level_csv),
-            "-p", str(measurement_ms), "-r", str(max_trials), "-s", "40", "--shared-memory", shared_memory,
+            "-p", str(measurement_ms), "-r", str(max_trials), "-s", str(stability_pct), "--shared-memory", shared_memory,
         ]
         if shared_memory != "none":
             cmd += ["--output-shared-memory-size", str(4 << 20)]
