@@ -51,12 +51,6 @@ class ModelConfig:
     profile: Profile
     input_dims_override: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
-    @property
-    def model_file(self) -> str:
-        return {"python-onnxruntime": "model.py", "onnxruntime-tensorrt": "model.onnx", "tensorrt-plan": "model.plan"}[
-            self.profile.runtime
-        ]
-
     def to_pbtxt(self) -> str:
         return render_pbtxt(self)
 

@@ -128,6 +128,7 @@ def mel_window_starts(n_mel_frames: int, fps: float) -> list[int]:
 
 
 def mel_windows(mel: np.ndarray, fps: float) -> tuple[np.ndarray, int]:
-    """The [80,16] window of every output frame as a strided view (no copy): ([N,80,16], N)."""
+    """The [80,16] window of every output frame, stacked: ([N,80,16], N). (The lip-sync job slices
+    windows per batch instead, so its memory does not grow with the audio's length.)"""
     starts = mel_window_starts(mel.shape[1], fps)
     return np.stack([mel[:, s:s + MEL_WINDOW] for s in starts]), len(starts)
