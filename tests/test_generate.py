@@ -196,3 +196,15 @@ def test_errors_are_one_line_with_no_output(triton, media, bad_inputs, tmp_path,
     assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], proc.stderr
     assert not out.exists()
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_fixed_box_and_resize_factor_skip_detection(triton, media, tmp_path):
+    before = detector_count(triton)
+    out = tmp_path / "boxed.mp4"
+    summary = generate_cli(triton, media["clip"], media["speech"], out, "--resize-factor", "2", "--box", "20", "120", "110", "210")
+    info = probe_media(out)
+    assert (info.width, info.height) == (320, 180)
+    assert summary["detector_requests"] == 0 and detector_count(triton) == before
+    proc = run_cli("generate", "--face", media["clip"], "--audio", media["speech"], "--outfile", tmp_path / "bad.mp4",
+                   "--url", triton.grpc_url, "--quiet", "--box", "0", "500", "0", "500")
+    assert proc.returncode != 0 and "lies outside" in proc.stderr and not (tmp_path / "bad.mp4").exists()
