@@ -157,7 +157,7 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
             for src_index, frame in timer.timed_iter("decode", source.looped(n_frames, ring=ring)):
                 if pool.cancel.is_set():
                     raise Cancelled("job cancelled")
-                box = boxes[0] if len(boxes) == 1 else boxes[src_index % len(boxes)]
+                box = boxes[src_index % len(boxes)]  # one row for --box or a still image
                 with timer.stage("paste"):
                     crops.append(crop_face(frame, box))
                 start = starts[frame_index]

@@ -107,9 +107,13 @@ class Wav2LipServing(nn.Module):
         mask[:, :, 48:, :] = 0.0
         self.register_buffer("lower_half_mask", mask, persistent=False)
 
-    def forward(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+    def network_inputs(self, mel: torch.Tensor, face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Served tensors -> the inputs Wav2Lip was trained on: mel [B,1,80,16], face [B,6,96,96]."""
         ref = face.permute(0, 3, 1, 2).to(torch.float32) / 255.0
         masked = ref * self.lower_half_mask
-        pred = self.net(mel.unsqueeze(1), torch.cat((masked, ref), dim=1))
+        return mel.unsqueeze(1), torch.cat((masked, ref), dim=1)
+
+    def forward(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        pred = self.net(*self.network_inputs(mel, face))
         out = torch.round(pred * 255.0).clamp(0.0, 255.0).to(torch.uint8)
         return out.permute(0, 2, 3, 1)

@@ -78,12 +78,9 @@ def check_parity(net: Wav2Lip, onnx_path: str | Path, precision: str = "fp32", b
     mel, face = sample_inputs(batch, seed)
     serving = Wav2LipServing(net.eval()).eval()
     with torch.no_grad():
-        ref_uint8 = serving(torch.from_numpy(mel), torch.from_numpy(face)).numpy()
-        ref = serving.net(
-            torch.from_numpy(mel).unsqueeze(1),
-            torch.cat((torch.from_numpy(face).permute(0, 3, 1, 2).float() / 255 * serving.lower_half_mask,
-                       torch.from_numpy(face).permute(0, 3, 1, 2).float() / 255), 1),
-        ).numpy()
+        mel_t, face_t = torch.from_numpy(mel), torch.from_numpy(face)
+        ref_uint8 = serving(mel_t, face_t).numpy()
+        ref = serving.net(*serving.network_inputs(mel_t, face_t)).numpy()
     probe, sigmoid_name = _with_sigmoid_output(onnx.load(str(onnx_path)))
     options = ort.SessionOptions()
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
