@@ -116,16 +116,10 @@ class FrameSource:
         index = 0
         try:
             while True:
-                if buffers:
-                    frame = buffers[index % ring]
-                    index += 1
-                    if _read_exactly(proc.stdout, memoryview(frame).cast("B")) < frame_bytes:
-                        break
-                else:
-                    buf = proc.stdout.read(frame_bytes)
-                    if len(buf) < frame_bytes:
-                        break
-                    frame = np.frombuffer(buf, np.uint8).reshape(h, w, 3)
+                frame = buffers[index % ring] if ring else np.empty((h, w, 3), np.uint8)
+                index += 1
+                if _read_exactly(proc.stdout, memoryview(frame).cast("B")) < frame_bytes:
+                    break
                 yield self.transform.apply(frame)
         finally:
             proc.stdout.close()
