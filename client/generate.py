@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,11 +17,13 @@ import numpy as np
 from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.memory import pin_large_allocations_to_mmap
-from lipsync_triton.preprocessing.audio import MEL_WINDOW, load_audio, mel_window_starts, melspectrogram
+from lipsync_triton.preprocessing.audio import load_mel
+from lipsync_triton.preprocessing.mel import MEL_WINDOW, mel_window_starts
 from lipsync_triton.preprocessing.crops import crop_face, paste_face
 from lipsync_triton.preprocessing.faces import FaceSelector
 from lipsync_triton.preprocessing.video import FrameSource, FrameTransform
-from .face_tracking import track_faces
+from .face_tracking import TrackingSpec, TrackResult, track_faces
+from .in_flight import InFlight, JobCancel
 from .mp4_writer import Mp4Writer
 from .presenter_cache import PresenterCache
 from .progress import ProgressCallback
@@ -49,7 +49,10 @@ class GenerateOptions:
     blend: bool = True  # soft paste over the lower face; False = the reference's hard box paste
     use_cache: bool = True
     cache_dir: Path | None = None
+    cache_whole_video: bool = False  # detect every presenter frame (not only those the audio uses) for later speeches
     in_flight: int = 4
+    retry_seconds: float = 120.0  # how long transient server errors are retried before the job fails
+    request_timeout: float = 120.0  # one request's deadline (then it counts as a transient error)
     crf: int = 18
     preset: str = "veryfast"
 
@@ -84,13 +87,21 @@ def _validate(opts: GenerateOptions) -> None:
         raise LipsyncError("--in-flight must be >= 1")
 
 
+def _fixed_box(opts: GenerateOptions, source: FrameSource) -> np.ndarray:
+    top, bottom, left, right = opts.box
+    if not (0 <= left < right <= source.width and 0 <= top < bottom <= source.height):
+        raise LipsyncError(f"--box {opts.box} lies outside the {source.width}x{source.height} frame")
+    return np.array([[left, top, right, bottom]], np.int32)
+
+
 def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: list[str] | str,
              options: GenerateOptions | None = None, progress: ProgressCallback | None = None,
              cancel: threading.Event | None = None, detect_progress: ProgressCallback | None = None) -> GenerateResult:
     """Run one lip-sync job. Raises LipsyncError (one-line message) on bad input; writes nothing then.
 
     `progress(done, total)` follows the generated frames; `detect_progress` the face-detection pass
-    (skipped on a presenter-cache hit). Setting `cancel` stops the job with `Cancelled`.
+    (skipped on a presenter-cache hit). Setting `cancel` stops the job with `Cancelled`; the job
+    never sets it (an internal failure stops only this job's own requests).
     """
     opts = options or GenerateOptions()
     _validate(opts)
@@ -101,95 +112,80 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
     transform = FrameTransform(opts.resize_factor, tuple(opts.crop), opts.rotate)
     source = FrameSource(face, transform, static=opts.static, fps=opts.fps)
     with timer.stage("mel"):
-        mel = melspectrogram(load_audio(audio))
+        mel = load_mel(audio)
         starts = mel_window_starts(mel.shape[1], source.fps)
     n_frames = len(starts)
 
-    pool = TritonPool(urls, cancel=cancel)
+    job_cancel = JobCancel(cancel)
+    pool = TritonPool(urls, retry_seconds=opts.retry_seconds, request_timeout=opts.request_timeout, cancel=job_cancel)
     models = pool.check_ready((WAV2LIP_MODEL,) if opts.box else (WAV2LIP_MODEL, DETECTOR_MODEL))
     max_batch = models[WAV2LIP_MODEL].max_batch_size
     batch_size = min(opts.wav2lip_batch_size, max_batch) if max_batch else opts.wav2lip_batch_size
 
-    if opts.box:
-        top, bottom, left, right = opts.box
-        boxes = np.array([[left, top, right, bottom]], np.int32)
-        cache_hit, filled, det_requests = False, 0, 0
-        if not (0 <= left < right <= source.width and 0 <= top < bottom <= source.height):
-            raise LipsyncError(f"--box {opts.box} lies outside the {source.width}x{source.height} frame")
-    else:
-        det_dims = models[DETECTOR_MODEL].input_dims["image"]
-        cache = PresenterCache(opts.cache_dir) if opts.use_cache else None
-        cache_options = {"pads": list(opts.pads), "transform": [opts.resize_factor, list(opts.crop), opts.rotate],
-                         "static": opts.static, "nosmooth": opts.nosmooth, "select": selector.key(), "detector": det_dims}
-        det_max = models[DETECTOR_MODEL].max_batch_size or opts.face_det_batch_size
-        tracked = track_faces(source, pool, (det_dims[0], det_dims[1]), pads=opts.pads, selector=selector,
-                              nosmooth=opts.nosmooth, batch_size=min(opts.face_det_batch_size, det_max), in_flight=opts.in_flight,
-                              cache=cache, cache_options=cache_options, timer=timer, progress=detect_progress)
-        boxes, cache_hit, filled, det_requests = tracked.boxes, tracked.cache_hit, tracked.filled, tracked.detector_requests
+    with InFlight(opts.in_flight, job_cancel, "detect") as flight:
+        if opts.box:
+            tracked = TrackResult(_fixed_box(opts, source), 0, False, 0)
+        else:
+            detector = models[DETECTOR_MODEL]
+            det_h, det_w = detector.input_dims["image"][:2]
+            spec = TrackingSpec(detector=detector.identity, detector_size=(det_h, det_w), transform=transform,
+                                static=source.still, select=selector.key(), pads=tuple(opts.pads), smooth=not opts.nosmooth)
+            tracked = track_faces(source, pool, spec, frames_needed=n_frames,
+                                  batch_size=min(opts.face_det_batch_size, detector.max_batch_size or opts.face_det_batch_size),
+                                  flight=flight, cache=PresenterCache(opts.cache_dir) if opts.use_cache else None, timer=timer,
+                                  whole_video=opts.cache_whole_video, progress=detect_progress)
+    boxes = tracked.boxes
+
+    def wav2lip_requests():
+        """Decode -> crop -> batch: ((infer args), (frames, boxes)) per batch of frames."""
+        frames, frame_boxes, crops, mels = [], [], [], []
+        # A decoded frame waits for at most in_flight batches (InFlight.map), so a ring one frame
+        # larger than in_flight * batch never overwrites a frame still to be pasted.
+        ring = opts.in_flight * batch_size + 1
+        for frame_index, (src_index, frame) in enumerate(timer.timed_iter("decode", source.looped(n_frames, ring=ring))):
+            if job_cancel.is_set():
+                raise Cancelled("job cancelled")
+            box = boxes[src_index % len(boxes)]  # one row for --box or a still image
+            with timer.stage("paste"):
+                crops.append(crop_face(frame, box))
+            mels.append(mel[:, starts[frame_index]:starts[frame_index] + MEL_WINDOW])
+            frames.append(frame)
+            frame_boxes.append(box)
+            if len(frames) == batch_size or frame_index == n_frames - 1:
+                yield (WAV2LIP_MODEL, {"mel": np.stack(mels), "face": np.stack(crops)}, ["face_out"]), (frames, frame_boxes)
+                frames, frame_boxes, crops, mels = [], [], [], []
 
     writer = Mp4Writer(outfile, source.width, source.height, source.fps, audio, crf=opts.crf, preset=opts.preset)
-    done = 0
-    wav_requests = 0
+    done = wav_requests = 0
     try:
-        pending: deque = deque()
-
-        def finish(item) -> None:
-            nonlocal done
-            future, frames, frame_boxes = item
-            with timer.stage("generate"):
-                generated = future.result()["face_out"]
-            for frame, box, face_out in zip(frames, frame_boxes, generated):
-                with timer.stage("paste"):
-                    paste_face(frame, box, face_out, blend=opts.blend)
-                with timer.stage("encode"):
-                    writer.write(frame)
-            done += len(frames)
-            if progress:
-                progress(done, n_frames)
-
-        with ThreadPoolExecutor(max_workers=opts.in_flight, thread_name_prefix="wav2lip") as executor:
-            frames, frame_boxes, crops, mels = [], [], [], []
-            frame_index = 0
-            # When a frame is decoded at most in_flight*batch - 1 earlier frames are still waiting to
-            # be pasted and encoded (finish() drains to in_flight - 1 batches after each submit), so a
-            # ring one larger never overwrites a frame in use.
-            ring = opts.in_flight * batch_size + 1
-            for src_index, frame in timer.timed_iter("decode", source.looped(n_frames, ring=ring)):
-                if pool.cancel.is_set():
-                    raise Cancelled("job cancelled")
-                box = boxes[src_index % len(boxes)]  # one row for --box or a still image
-                with timer.stage("paste"):
-                    crops.append(crop_face(frame, box))
-                start = starts[frame_index]
-                mels.append(mel[:, start:start + MEL_WINDOW])
-                frames.append(frame)
-                frame_boxes.append(box)
-                frame_index += 1
-                if len(frames) == batch_size or frame_index == n_frames:
-                    inputs = {"mel": np.stack(mels), "face": np.stack(crops)}
-                    pending.append((executor.submit(pool.infer, WAV2LIP_MODEL, inputs, ["face_out"]), frames, frame_boxes))
-                    wav_requests += 1
-                    frames, frame_boxes, crops, mels = [], [], [], []
-                    while len(pending) >= opts.in_flight:
-                        finish(pending.popleft())
-            while pending:
-                finish(pending.popleft())
+        with InFlight(opts.in_flight, job_cancel, "wav2lip") as flight:
+            for (frames, frame_boxes), out in flight.map(pool.infer, wav2lip_requests()):
+                wav_requests += 1
+                for frame, box, face_out in zip(frames, frame_boxes, out["face_out"]):
+                    with timer.stage("paste"):
+                        paste_face(frame, box, face_out, blend=opts.blend)
+                    with timer.stage("encode"):
+                        writer.write(frame)
+                done += len(frames)
+                if progress:
+                    progress(done, n_frames)
+            timer.add("generate", flight.wait_seconds)
         if done != n_frames:
             raise LipsyncError(f"{face} produced {done} of {n_frames} frames; the video may be truncated")
         with timer.stage("encode"):
             writer.close()
     except BaseException:
-        pool.cancel.set()
         writer.abort()
         raise
     seconds = time.monotonic() - started
     result = GenerateResult(
         outfile=str(outfile), frames=n_frames, fps=source.fps, width=source.width, height=source.height,
-        seconds=round(seconds, 3), frames_per_second=round(n_frames / seconds, 3), cache_hit=cache_hit,
-        frames_without_face=filled, detector_requests=det_requests, wav2lip_requests=wav_requests, stages=timer.as_dict(),
+        seconds=round(seconds, 3), frames_per_second=round(n_frames / seconds, 3), cache_hit=tracked.cache_hit,
+        frames_without_face=tracked.filled, detector_requests=tracked.detector_requests, wav2lip_requests=wav_requests,
+        stages=timer.as_dict(),
     )
     log.event("generated", outfile=str(outfile), frames=n_frames, fps_out=source.fps, seconds=result.seconds,
-              frames_per_s=result.frames_per_second, cache_hit=cache_hit, frames_without_face=filled)
+              frames_per_s=result.frames_per_second, cache_hit=tracked.cache_hit, frames_without_face=tracked.filled)
     return result
 
 

@@ -7,13 +7,13 @@ failed or interrupted run leaves no output file.
 from __future__ import annotations
 
 import os
-import subprocess
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from lipsync_triton.errors import LipsyncError
+from lipsync_triton.preprocessing.ffmpeg_pipe import FfmpegProcess
 
 
 def fps_fraction(fps: float) -> str:
@@ -29,56 +29,34 @@ class Mp4Writer:
         self.tmp = self.outfile.with_name(f".{self.outfile.name}.partial-{os.getpid()}.mp4")
         self.frame_bytes = width * height * 3
         self.frames_written = 0
-        cmd = [
-            "ffmpeg", "-nostdin", "-v", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", fps_fraction(fps), "-i", "pipe:0",
+        args = [
+            "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", fps_fraction(fps), "-i", "pipe:0",
             *(["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0"] if audio else ["-map", "0:v:0"]),
             "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",  # yuv420p needs even sizes
             "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
             *(["-c:a", "aac", "-b:a", "128k"] if audio else []), "-movflags", "+faststart", "-f", "mp4", str(self.tmp),
         ]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.ffmpeg = FfmpegProcess(args, write=True)
 
     def write(self, frame: np.ndarray) -> None:
         if frame.nbytes != self.frame_bytes:
             raise LipsyncError(f"internal error: frame of {frame.nbytes} bytes, expected {self.frame_bytes}")
-        try:
-            self.proc.stdin.write(memoryview(np.ascontiguousarray(frame)).cast("B"))
-        except BrokenPipeError:
+        if not self.ffmpeg.write(memoryview(np.ascontiguousarray(frame)).cast("B")):
             self.abort()
-            raise LipsyncError(f"ffmpeg stopped while encoding {self.outfile}: {self._stderr()}") from None
+            raise LipsyncError(f"ffmpeg stopped while encoding {self.outfile}: {self.ffmpeg.reason()}")
         self.frames_written += 1
-
-    def _stderr(self) -> str:
-        try:
-            text = self.proc.stderr.read().decode(errors="replace").strip()
-        except (OSError, ValueError):
-            text = ""
-        return (text.splitlines() or ["no message"])[-1][:200]
 
     def close(self) -> Path:
         """Finish encoding and move the file into place."""
-        try:
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        code = self.proc.wait()
+        code = self.ffmpeg.finish()
         if code != 0:
-            message = self._stderr()
-            self.tmp.unlink(missing_ok=True)
-            raise LipsyncError(f"ffmpeg failed to encode {self.outfile}: {message}")
-        self.proc.stderr.close()
+            self.abort()
+            raise LipsyncError(f"ffmpeg failed to encode {self.outfile}: {self.ffmpeg.reason()}")
+        self.ffmpeg.close()
         os.replace(self.tmp, self.outfile)
         return self.outfile
 
     def abort(self) -> None:
         """Stop ffmpeg and delete the partial file."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stderr):
-            try:
-                stream.close()
-            except (OSError, BrokenPipeError):
-                pass
+        self.ffmpeg.close()
         self.tmp.unlink(missing_ok=True)

@@ -1,7 +1,11 @@
-"""Face boxes per presenter video, stored on disk and reused for every new speech on that video.
+"""Raw face detections per presenter video, stored on disk and reused for every new speech on it.
 
-Key: sha256 of the video's bytes + the options that change detection (so editing the video or
-changing pads/crop/face choice never reuses stale boxes). Writes are atomic (temp file + rename).
+Key: sha256 of the video's bytes + the tracking spec (detector identity and size, frame transform,
+face choice, pads, smoothing), so editing the video, re-exporting the detector or changing an
+option never reuses stale boxes. An entry holds the followed face's box per decoded frame (NaN
+where none) for the first K frames, and whether K is the whole video: a longer speech later
+extends it. Writes are atomic (temp file + rename); an unreadable entry is a logged miss and is
+rewritten, never a crash.
 """
 from __future__ import annotations
 
@@ -9,13 +13,15 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from lipsync_triton import log
 from lipsync_triton.files import file_sha256
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -23,29 +29,47 @@ def default_cache_dir() -> Path:
     return Path(base) / "presenters"
 
 
+@dataclass
+class CachedDetections:
+    raw: np.ndarray  # float32 [K, 4] x1,y1,x2,y2 of the followed face per frame; NaN rows: no face
+    complete: bool  # K is every frame of the video
+
+    def covers(self, frames: int | None) -> bool:
+        return self.complete or (frames is not None and len(self.raw) >= frames)
+
+
 class PresenterCache:
     def __init__(self, directory: Path | None = None):
         self.directory = Path(directory) if directory else default_cache_dir()
 
-    def key(self, video: Path, options: dict) -> str:
-        blob = json.dumps({"v": CACHE_VERSION, "video": file_sha256(video), "options": options}, sort_keys=True)
+    def key(self, video: Path, spec: dict) -> str:
+        blob = json.dumps({"v": CACHE_VERSION, "video": file_sha256(video), "spec": spec}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
-    def load(self, key: str) -> tuple[np.ndarray, int] | None:
-        path = self.directory / f"{key}.npz"
-        try:
-            with np.load(path) as data:
-                return data["boxes"].astype(np.int32), int(data["filled"])
-        except (OSError, KeyError, ValueError):
-            return None
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{key}.npz"
 
-    def store(self, key: str, boxes: np.ndarray, filled: int) -> Path:
+    def load(self, key: str) -> CachedDetections | None:
+        path = self._path(key)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                raw, complete = np.asarray(data["raw"], np.float32), bool(data["complete"])
+            if raw.ndim != 2 or raw.shape[1] != 4 or len(raw) == 0:
+                raise ValueError(f"boxes of shape {raw.shape}")
+        except Exception as exc:  # any damage (truncated zip, wrong arrays) is a miss, never a crash
+            log.event("presenter_cache", status="corrupt", key=key, reason=f"{type(exc).__name__}: {exc}"[:160])
+            return None
+        return CachedDetections(raw, complete)
+
+    def store(self, key: str, entry: CachedDetections) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{key}.npz"
+        path = self._path(key)
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".npz", dir=self.directory)
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, boxes=boxes.astype(np.int32), filled=np.int64(filled))
+                np.savez(fh, raw=entry.raw.astype(np.float32), complete=np.bool_(entry.complete))
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

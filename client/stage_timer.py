@@ -23,6 +23,10 @@ class StageTimer:
             with self._lock:
                 self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
+    def add(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
     def timed_iter(self, name: str, iterable):
         """Count the time spent producing each item of `iterable` (e.g. decoding frames) as `name`."""
         it = iter(iterable)

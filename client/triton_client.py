@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -17,10 +17,12 @@ from tritonclient.utils import InferenceServerException
 
 from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
+from .in_flight import POLL_SECONDS, JobCancel
 
 WAV2LIP_MODEL = "wav2lip"
 DETECTOR_MODEL = "face_detector"
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
+MODEL_SHA256_PARAMETER = "model_sha256"  # written by `lipsync export` into every config.pbtxt
 _NUMPY_TO_TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.uint8): "UINT8"}
 
 
@@ -35,6 +37,12 @@ class ModelInfo:
     name: str
     max_batch_size: int
     input_dims: dict[str, list[int]]
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def identity(self) -> str:
+        """What the served weights are: the content hash the export wrote into the config."""
+        return self.parameters.get(MODEL_SHA256_PARAMETER) or f"{self.name}:unversioned"
 
 
 def _status(exc: InferenceServerException) -> str:
@@ -45,13 +53,14 @@ class TritonPool:
     """Thread-safe inference over one or more Triton gRPC endpoints."""
 
     def __init__(self, urls: list[str] | str, retry_seconds: float = 120.0, request_timeout: float = 120.0,
-                 cancel: threading.Event | None = None):
+                 cancel: JobCancel | threading.Event | None = None):
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
             raise LipsyncError("no Triton server URL given; pass --url HOST:PORT")
         self.retry_seconds = retry_seconds
         self.request_timeout = request_timeout
-        self.cancel = cancel or threading.Event()
+        # A bare Event (a caller's) is wrapped so that this pool never sets it.
+        self.cancel = cancel if isinstance(cancel, JobCancel) else JobCancel(cancel)
         self._local = threading.local()
         self._next = itertools.count()
         self.requests_sent = 0
@@ -96,7 +105,8 @@ class TritonPool:
         for model in models:
             cfg = client.get_model_config(model, as_json=True)["config"]
             infos[model] = ModelInfo(model, int(cfg.get("max_batch_size", 0)),
-                                     {t["name"]: [int(d) for d in t["dims"]] for t in cfg["input"]})
+                                     {t["name"]: [int(d) for d in t["dims"]] for t in cfg["input"]},
+                                     {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()})
         return infos
 
     @staticmethod
@@ -121,7 +131,7 @@ class TritonPool:
                 tensors.append(tensor)
             requested = [grpcclient.InferRequestedOutput(o) for o in outputs]
             try:
-                result = self._client(url).infer(model, tensors, outputs=requested, client_timeout=self.request_timeout)
+                result = self._infer_once(url, model, tensors, requested)
                 with self._lock:
                     self.requests_sent += 1
                 return {o: result.as_numpy(o) for o in outputs}
@@ -136,6 +146,24 @@ class TritonPool:
                     raise Cancelled("job cancelled") from None
                 delay = min(delay * 2, 5.0)
                 self._local.clients = {}  # reconnect: a restarted server needs a fresh channel
+
+    def _infer_once(self, url: str, model: str, tensors: list, requested: list):
+        """One gRPC request that the job's cancel flag aborts at once (the call is cancelled on the wire)."""
+        done = threading.Event()
+        outcome: dict = {}
+
+        def on_done(result=None, error=None) -> None:  # tritonclient passes keyword arguments
+            outcome["result"], outcome["error"] = result, error
+            done.set()
+
+        call = self._client(url).async_infer(model, tensors, on_done, outputs=requested, client_timeout=self.request_timeout)
+        while not done.wait(POLL_SECONDS):
+            if self.cancel.is_set():
+                call.cancel()
+                raise Cancelled("job cancelled")
+        if outcome["error"] is not None:
+            raise outcome["error"]
+        return outcome["result"]
 
     def statistics(self, model: str, url: str | None = None) -> dict:
         """Triton's statistics for a model (inference_count, execution_count, ...)."""

@@ -50,6 +50,9 @@ class ModelConfig:
     model: ModelSpec
     profile: Profile
     input_dims_override: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # sha256 of the exported model file: clients read it (e.g. the presenter cache keys on the
+    # detector's identity). Only known at export time; the committed configs leave it out.
+    content_sha256: str | None = None
 
     def to_pbtxt(self) -> str:
         return render_pbtxt(self)
@@ -148,11 +151,12 @@ def render_pbtxt(cfg: ModelConfig) -> str:
         lines.append(f"  preferred_batch_size: {_dims(m.preferred_batch_sizes)}")
         lines.append(f"  max_queue_delay_microseconds: {m.queue_delay_us[p.kind]}")
         lines.append("}")
-    if p.runtime == "python-onnxruntime":
-        params = {"onnx_file": "model.onnx", "intra_op_threads": str(p.intra_op_threads)}
-        for key, value in params.items():
-            lines.append(f"parameters {{ key: {_q(key)} value {{ string_value: {_q(value)} }} }}")
-    elif p.runtime == "onnxruntime-tensorrt":
+    params = {"onnx_file": "model.onnx", "intra_op_threads": str(p.intra_op_threads)} if p.runtime == "python-onnxruntime" else {}
+    if cfg.content_sha256:
+        params["model_sha256"] = cfg.content_sha256
+    for key, value in params.items():
+        lines.append(f"parameters {{ key: {_q(key)} value {{ string_value: {_q(value)} }} }}")
+    if p.runtime == "onnxruntime-tensorrt":
         lines += [
             "optimization { execution_accelerators { gpu_execution_accelerator [ {",
             '  name: "tensorrt"',

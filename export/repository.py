@@ -9,7 +9,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lipsync_triton import log
@@ -51,13 +51,17 @@ class ExportReport:
     seconds: float = 0.0
 
 
-def _write_model(root: Path, cfg: ModelConfig) -> Path:
+def _model_dir(root: Path, cfg: ModelConfig) -> Path:
     version = root / cfg.model.name / "1"
     version.mkdir(parents=True, exist_ok=True)
-    (root / cfg.model.name / "config.pbtxt").write_text(cfg.to_pbtxt())
     if cfg.profile.runtime == "python-onnxruntime":
         shutil.copyfile(RUNNER, version / "model.py")
     return version
+
+
+def _write_config(root: Path, cfg: ModelConfig, model_file: Path) -> None:
+    """config.pbtxt, carrying the model file's sha256 so clients can tell exports apart."""
+    (root / cfg.model.name / "config.pbtxt").write_text(replace(cfg, content_sha256=file_sha256(model_file)).to_pbtxt())
 
 
 def export_repository(opts: ExportOptions) -> ExportReport:
@@ -90,7 +94,7 @@ def export_repository(opts: ExportOptions) -> ExportReport:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     report = ExportReport(repository=str(out), profile=profile, weights=weights, detector_size=tuple(opts.detector_size))
     try:
-        wav_dir = _write_model(staging, configs[WAV2LIP.name])
+        wav_dir = _model_dir(staging, configs[WAV2LIP.name])
         onnx_path = export_wav2lip_onnx(net, wav_dir / "model.onnx")
         parity = check_parity(net, onnx_path, "fp32")
         report.parity.append(asdict(parity) | {"model": WAV2LIP.name})
@@ -104,8 +108,10 @@ def export_repository(opts: ExportOptions) -> ExportReport:
                       max_uint8_diff=parity16.max_uint8_diff, tolerance=parity16.tolerance)
             if profile.startswith("gpu"):  # GPUs serve the half-precision graph
                 fp16_path.replace(onnx_path)
-        det_dir = _write_model(staging, configs[FACE_DETECTOR.name])
+        _write_config(staging, configs[WAV2LIP.name], onnx_path)
+        det_dir = _model_dir(staging, configs[FACE_DETECTOR.name])
         det_path = export_face_detector(det_dir / "model.onnx", opts.detector_onnx)
+        _write_config(staging, configs[FACE_DETECTOR.name], det_path)
         report.detector_check = check_detector(det_path, opts.detector_size)
         log.event("detector_check", astronaut_score=report.detector_check["astronaut"]["best_score"],
                   noise_score=report.detector_check["noise"]["best_score"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--hard-paste", action="store_true", help="paste the whole box as the reference does (no blending)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the presenter cache")
     p.add_argument("--cache-dir", type=Path, help="presenter cache folder (default ~/.cache/lipsync-triton/presenters)")
+    p.add_argument("--cache-whole-video", action="store_true",
+                   help="detect faces on every presenter frame, not only those this speech uses, so any later speech hits the cache")
     p.add_argument("--in-flight", type=int, default=4, help="requests in flight per model")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout (logs off)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no logs")
@@ -102,7 +105,7 @@ def _run_generate(args) -> int:
         box=None if args.box[0] == -1 else tuple(args.box), rotate=args.rotate, nosmooth=args.nosmooth,
         static=args.static, fps=args.fps, face_det_batch_size=args.face_det_batch_size,
         wav2lip_batch_size=args.wav2lip_batch_size, face_select=args.face_select, blend=not args.hard_paste,
-        use_cache=not args.no_cache, cache_dir=args.cache_dir, in_flight=args.in_flight,
+        use_cache=not args.no_cache, cache_dir=args.cache_dir, cache_whole_video=args.cache_whole_video, in_flight=args.in_flight,
     )
     progress = None if args.quiet else ProgressBar(0, label="lip-sync")
     detect_progress = None if args.quiet else ProgressBar(0, label="detect faces")
@@ -169,8 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "serve":  # serve forwards signals to tritonserver itself
+        # SIGTERM (docker stop, a job runner) unwinds like Ctrl-C: requests stop, partial files go.
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return COMMANDS[args.command][1](args)
     except LipsyncError as exc:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from lipsync_triton.export.repository import ExportOptions, export_repository
-from lipsync_triton.preprocessing.audio import load_audio, mel_windows, melspectrogram
+from lipsync_triton.preprocessing.audio import load_audio
+from lipsync_triton.preprocessing.mel import mel_windows, melspectrogram
 from lipsync_triton.preprocessing.crops import crop_face
 from lipsync_triton.preprocessing.faces import Letterbox
 from lipsync_triton.samples import DEMO_TEXT, presenter_frames, write_presenter_clip, write_speech

@@ -7,28 +7,38 @@ import cv2
 import numpy as np
 
 MODEL_SIZE = 96
+# Wav2Lip regenerates the lower half of its crop (rows 48-95: mouth, chin, jaw). The blend weight
+# rises from 0 to 1 across the half-line, between these fractions of the box height ...
+HALF_LINE_RAMP = (0.42, 0.56)
+# ... and falls to 0 over a few pixels at the left, right and bottom box edges.
+EDGE_FEATHER = 0.04  # of the box size, at least 2 px
 
 
 def crop_face(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """The padded, clipped box resized to the model's 96x96 (uint8 BGR)."""
+    """The padded, clipped box resized to the model's 96x96 (uint8 BGR) with cv2's default bilinear
+    interpolation, as the reference inference does."""
     x1, y1, x2, y2 = (int(v) for v in box)
-    return cv2.resize(frame[y1:y2, x1:x2], (MODEL_SIZE, MODEL_SIZE), interpolation=cv2.INTER_AREA)
+    return cv2.resize(frame[y1:y2, x1:x2], (MODEL_SIZE, MODEL_SIZE))
+
+
+def _edge_ramp(length: int, feather: float) -> np.ndarray:
+    """1 inside, falling linearly to ~0 over `feather` pixels at both ends."""
+    distance = np.minimum(np.arange(length), np.arange(length)[::-1]) + 0.5
+    return np.clip(distance / feather, 0.0, 1.0)
 
 
 @lru_cache(maxsize=64)
 def lower_face_mask(height: int, width: int) -> np.ndarray:
-    """Feathered weight map [h,w,1] in [0,1]: 1 over the mouth and jaw, fading to 0 before the box edges.
-
-    The model only regenerates the lower half (its input mask); blending just that region with soft
-    edges removes the visible rectangle that the reference's hard paste leaves.
-    """
-    mask = np.zeros((height, width), np.float32)
-    centre = (width // 2, int(height * 0.66))
-    axes = (max(1, int(width * 0.34)), max(1, int(height * 0.22)))
-    cv2.ellipse(mask, centre, axes, 0, 0, 360, 1.0, thickness=-1)
-    sigma = max(1.0, min(height, width) * 0.06)
-    mask = cv2.GaussianBlur(mask, (0, 0), sigma)
-    return mask[:, :, None]
+    """Blend weight [h,w,1] in [0,1]: ~1 over the regenerated lower half (mouth, chin, jaw), 0 on the
+    upper face, feathered across the half-line and at the box edges so no rectangle shows."""
+    rows = (np.arange(height) + 0.5) / height
+    lo, hi = HALF_LINE_RAMP
+    vertical = np.clip((rows - lo) / (hi - lo), 0.0, 1.0)
+    vertical = vertical * vertical * (3 - 2 * vertical)  # smoothstep: no visible kink at either end
+    feather = max(2.0, EDGE_FEATHER * min(height, width))
+    bottom = np.clip((height - np.arange(height) - 0.5) / feather, 0.0, 1.0)
+    weight = (vertical * bottom)[:, None] * _edge_ramp(width, feather)[None, :]
+    return weight.astype(np.float32)[:, :, None]
 
 
 def paste_face(frame: np.ndarray, box: np.ndarray, generated: np.ndarray, blend: bool = True) -> None:
@@ -39,6 +49,8 @@ def paste_face(frame: np.ndarray, box: np.ndarray, generated: np.ndarray, blend:
     if not blend:
         frame[y1:y2, x1:x2] = patch
         return
-    region = frame[y1:y2, x1:x2].astype(np.float32)
     alpha = lower_face_mask(h, w)
-    frame[y1:y2, x1:x2] = (region + alpha * (patch.astype(np.float32) - region) + 0.5).astype(np.uint8)
+    top = int(HALF_LINE_RAMP[0] * h)  # the weight is 0 above: blend only the rows that change
+    region = frame[y1 + top:y2, x1:x2]
+    region_f = region.astype(np.float32)
+    region[:] = (region_f + alpha[top:] * (patch[top:].astype(np.float32) - region_f) + 0.5).astype(np.uint8)

@@ -104,6 +104,48 @@ class FaceSelector:
         return faces[int(np.argmin(((centres - (x, y)) ** 2).sum(1))), :4]
 
 
+def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection over union of one box (x1,y1,x2,y2) with each of `boxes` [F,>=4]."""
+    xx1 = np.maximum(box[0], boxes[:, 0])
+    yy1 = np.maximum(box[1], boxes[:, 1])
+    xx2 = np.minimum(box[2], boxes[:, 2])
+    yy2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-6)
+
+
+class FaceFollower:
+    """Follows ONE person over time: the selector picks the face in the first frame with faces; after
+    that each frame takes the face overlapping the previous choice most (IoU >= `min_iou`). A frame
+    where that person is not detected gives None (filled from the nearest detection later), so a
+    missed detection never hands the mouth to a neighbour and smoothing never averages two people.
+    After `reacquire_after` frames without the person, the selector chooses afresh (they left)."""
+
+    def __init__(self, selector: FaceSelector, min_iou: float = 0.2, reacquire_after: int = 50):
+        self.selector = selector
+        self.min_iou = min_iou
+        self.reacquire_after = reacquire_after
+        self._last: np.ndarray | None = None
+        self._missed = 0
+
+    def next(self, faces: np.ndarray) -> np.ndarray | None:
+        if self._last is None or self._missed >= self.reacquire_after:
+            chosen = self.selector.choose(faces)
+        elif len(faces):
+            overlaps = iou(self._last, faces)
+            best = int(np.argmax(overlaps))
+            chosen = faces[best, :4] if overlaps[best] >= self.min_iou else None
+        else:
+            chosen = None
+        if chosen is None:
+            self._missed += 1
+        else:
+            self._last, self._missed = np.asarray(chosen, np.float32), 0
+        return chosen
+
+
 def fill_missing(boxes: list[np.ndarray | None], source: str = "video") -> tuple[np.ndarray, int]:
     """Frames without a face reuse the nearest detected box; fail only when no frame has one.
 

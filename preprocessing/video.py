@@ -2,7 +2,6 @@
 resize/crop/rotate options applied to every frame."""
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -11,6 +10,7 @@ import cv2
 import numpy as np
 
 from lipsync_triton.errors import LipsyncError
+from .ffmpeg_pipe import FfmpegProcess
 from .media_probe import MediaInfo, probe_media
 
 
@@ -42,22 +42,13 @@ class FrameTransform:
         return out.shape[1], out.shape[0]
 
 
-def _read_exactly(stream, view: memoryview) -> int:
-    """Fill `view` from a pipe (short reads are possible); returns the bytes read (< len at EOF)."""
-    got = 0
-    while got < len(view):
-        n = stream.readinto(view[got:])
-        if not n:
-            break
-        got += n
-    return got
-
-
 class FrameSource:
     """Decodes frames one at a time through an ffmpeg pipe; never holds the whole video.
 
-    A still image (or `static=True`) yields its single frame; `frames()` can be iterated again
-    (the video is decoded again), which is how looping over a short video works.
+    Frames are upright, as a player shows them: ffmpeg applies a video's display-matrix rotation
+    and OpenCV a photo's EXIF orientation, and `width`/`height` are the displayed size. A still
+    image (or `static=True`) yields its single frame; `frames()` can be iterated again (the video
+    is decoded again), which is how looping over a short video works.
     """
 
     def __init__(self, path: str | Path, transform: FrameTransform = FrameTransform(), static: bool = False, fps: float = 25.0):
@@ -68,82 +59,84 @@ class FrameSource:
         self.transform = transform
         self.still = self.info.is_image or static
         self.fps = fps if self.info.is_image or not self.info.fps else self.info.fps
-        self.width, self.height = transform.output_size(self.info.width, self.info.height)
+        self._still_frame: np.ndarray | None = self._read_still() if self.still else None
+        if self._still_frame is not None:
+            self.height, self.width = self._still_frame.shape[:2]
+        else:
+            self.width, self.height = transform.output_size(self.info.width, self.info.height)
         self._count: int | None = 1 if self.still else None
 
     @property
     def frame_count(self) -> int:
         """Exact number of frames (counted by one decode pass when the container does not say)."""
         if self._count is None:
-            self._count = sum(1 for _ in self._decode())
-            if self._count == 0:
-                raise LipsyncError(f"{self.path} holds no decodable video frame (truncated or corrupt?); re-export the video")
+            self._count = self.info.frames or sum(1 for _ in self.frames())
         return self._count
 
-    def frames(self, ring: int = 0) -> Iterator[np.ndarray]:
-        """Decoded frames in order. With `ring` > 0 frames are decoded into `ring` reused, writable
-        buffers (no allocation per frame): a frame stays valid until `ring` more have been yielded."""
+    def frames(self, ring: int = 0, limit: int | None = None) -> Iterator[np.ndarray]:
+        """Decoded frames in order (at most `limit`). With `ring` > 0 frames are decoded into `ring`
+        reused, writable buffers (no allocation per frame): a frame stays valid until `ring` more
+        have been yielded. A video that ends before the frame count its stream declares raises."""
         if self.still:
-            yield self._first_frame()
+            yield self._still_frame
             return
-        count = 0
-        for frame in self._decode(ring=ring):
-            count += 1
-            yield frame
-        if count == 0:
-            raise LipsyncError(f"{self.path} holds no decodable video frame (truncated or corrupt?); re-export the video")
-        self._count = count
+        yield from self._decode(limit=limit, ring=ring)
 
-    def _first_frame(self) -> np.ndarray:
+    def _read_still(self) -> np.ndarray:
         if self.info.is_image:
+            # IMREAD_COLOR applies the EXIF orientation, as a photo viewer does.
             image = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
             if image is not None:
                 return self.transform.apply(image)
         for frame in self._decode(limit=1):
-            return frame
+            return frame.copy()
         raise LipsyncError(f"{self.path} holds no decodable frame; pass a valid image or video")
 
     def _decode(self, limit: int | None = None, ring: int = 0) -> Iterator[np.ndarray]:
         w, h = self.info.width, self.info.height
-        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(self.path), "-map", "0:v:0"]
+        args = ["-i", str(self.path), "-map", "0:v:0"]
         if limit:
-            cmd += ["-frames:v", str(limit)]
+            args += ["-frames:v", str(limit)]
         # Keep every source frame (no fps conversion): frame i of the output is frame i of the input.
-        cmd += ["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=w * h * 3)
+        args += ["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
         frame_bytes = w * h * 3
         buffers = [np.empty((h, w, 3), np.uint8) for _ in range(ring)]
-        index = 0
-        try:
+        count = 0
+        with FfmpegProcess(args, read=True, bufsize=frame_bytes) as reader:
             while True:
-                frame = buffers[index % ring] if ring else np.empty((h, w, 3), np.uint8)
-                index += 1
-                if _read_exactly(proc.stdout, memoryview(frame).cast("B")) < frame_bytes:
+                frame = buffers[count % ring] if ring else np.empty((h, w, 3), np.uint8)
+                if reader.readinto(memoryview(frame).cast("B")) < frame_bytes:
                     break
+                count += 1
                 yield self.transform.apply(frame)
-        finally:
-            proc.stdout.close()
-            proc.kill()
-            proc.wait()
-            proc.stderr.close()
+            status = reader.finish()
+            if limit and count >= limit:
+                return
+            self._check_complete(count, status, reader.reason())
+        self._count = count
+
+    def _check_complete(self, count: int, status: int, reason: str) -> None:
+        expected = self.info.frames
+        if count == 0:
+            raise LipsyncError(f"{self.path} holds no decodable video frame ({reason}); the file is truncated or "
+                               "corrupt: re-export the video")
+        # One frame of slack: some muxers count a frame that an edit list hides.
+        if expected and count < expected - (0 if status else 1):
+            raise LipsyncError(f"{self.path}: video ends after {count} of {expected} frames: {reason} "
+                               "(truncated or damaged file); re-export or re-download the video")
+        if status != 0:
+            raise LipsyncError(f"{self.path}: decoding stopped after {count} frames: {reason}; re-export the video")
 
     def looped(self, n_frames: int, ring: int = 0) -> Iterator[tuple[int, np.ndarray]]:
         """(source index, frame) for n_frames output frames: frame i uses source frame i mod N.
 
         Frames are writable when `ring` > 0 (see `frames`); a still image yields fresh copies."""
-        if self.still:  # decode once; every output frame starts from the same picture
-            frame = self._first_frame()
+        if self.still:  # decoded once; every output frame starts from the same picture
             for _ in range(n_frames):
-                yield 0, frame.copy()
+                yield 0, self._still_frame.copy()
             return
         produced = 0
         while produced < n_frames:
-            index = 0
-            for frame in self.frames(ring=ring):
-                if produced >= n_frames:
-                    return
+            for index, frame in enumerate(self.frames(ring=ring, limit=n_frames - produced)):
                 yield index, frame
-                index += 1
                 produced += 1
-            if index == 0:
-                return

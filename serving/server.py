@@ -1,6 +1,7 @@
 """Run a real tritonserver on a model repository: foreground (CLI) or managed (tests, demo, perf)."""
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
+from lipsync_triton.process_guard import guarded_server
 from .triton_install import find_triton, python_backend_dir, server_environment
 
 # Python-backend shared memory per model instance: a batch of 32 detector frames is ~24 MB.
@@ -62,9 +64,6 @@ def check_repository(model_repository: Path) -> Path:
         raise LipsyncError(f"{model_repository} holds no model folder with a config.pbtxt; run `lipsync export --out {model_repository}`")
     return model_repository
 
-
-
-
 def summarize_failure(lines: list[str]) -> str:
     """The most telling line of a failed start, for a one-line error."""
     for line in lines:
@@ -76,12 +75,37 @@ def summarize_failure(lines: list[str]) -> str:
     return (lines[-1] if lines else "no output")[:400]
 
 
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+SHUTDOWN_GRACE_SECONDS = 30.0  # Triton drains in-flight requests; after this it is killed
+
+
 def serve_foreground(model_repository: Path, ports: Ports) -> int:
-    """`lipsync serve`: stream the server's log to stdout; non-zero with a one-line reason on failure."""
+    """`lipsync serve`: stream the server's log to stdout; non-zero with a one-line reason on failure.
+
+    SIGTERM/SIGINT/SIGHUP (docker stop, Kubernetes, systemd, Ctrl-C) are forwarded to tritonserver,
+    which shuts down cleanly; it is killed if it has not exited SHUTDOWN_GRACE_SECONDS later, and
+    the command exits with its status. tritonserver gets SIGTERM from the kernel if this process
+    dies without forwarding (SIGKILL), so it never outlives us holding the ports.
+    """
     repo = check_repository(model_repository)
     cmd, env = server_command(repo, ports)
     log.event("server_start", repository=str(repo), grpc=ports.grpc, http=ports.http, metrics=ports.metrics)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    # Its own process group: a terminal's Ctrl-C reaches only us, and we forward it once.
+    proc = subprocess.Popen(guarded_server(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1, process_group=0)
+    stopping = threading.Event()
+
+    def forward(signum, _frame) -> None:
+        log.event("server_signal", signal=signal.Signals(signum).name, pid=proc.pid)
+        if proc.poll() is None:
+            proc.send_signal(signum)
+        if not stopping.is_set():
+            stopping.set()
+            killer = threading.Timer(SHUTDOWN_GRACE_SECONDS, lambda: proc.poll() is None and proc.kill())
+            killer.daemon = True
+            killer.start()
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     tail: deque[str] = deque(maxlen=200)
     try:
         for line in proc.stdout:
@@ -89,10 +113,15 @@ def serve_foreground(model_repository: Path, ports: Ports) -> int:
             sys.stdout.flush()
             tail.append(line.rstrip())
         code = proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        code = proc.wait()
-        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if stopping.is_set():
+        log.event("server_stopped", exit_code=code)
+        return code if code >= 0 else 128 - code
     if code != 0:
         raise LipsyncError(f"tritonserver exited with code {code}: {summarize_failure(list(tail))}")
     return 0
@@ -119,7 +148,8 @@ class TritonServer:
 
     def start(self, timeout: float = 300.0) -> "TritonServer":
         cmd, env = server_command(self.repository, self.ports)
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.proc = subprocess.Popen(guarded_server(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1, process_group=0)
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()
         deadline = time.monotonic() + timeout

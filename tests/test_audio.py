@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from lipsync_triton.errors import LipsyncError
-from lipsync_triton.preprocessing.audio import load_audio, mel_window_starts, mel_windows, melspectrogram
+from lipsync_triton.preprocessing.audio import load_audio
+from lipsync_triton.preprocessing.mel import mel_window_starts, mel_windows, melspectrogram
 
 
 def _librosa_mel(wav):

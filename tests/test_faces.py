@@ -1,4 +1,5 @@
 """Face-box post-processing: candidates, choice among several faces, gaps, smoothing, pads."""
+import cv2
 import numpy as np
 import pytest
 
@@ -92,3 +93,49 @@ def test_progress_bar_draws_on_a_terminal_only():
             bar(done, 10)
     assert "10/10 frames" in tty.getvalue() and "fps" in tty.getvalue() and "ETA" in tty.getvalue()
     assert pipe.getvalue() == ""
+
+
+def test_index_selection_follows_one_person_when_their_detection_drops():
+    from lipsync_triton.preprocessing.faces import FaceFollower
+
+    left, right = [10, 10, 50, 60, 0.9], [100, 10, 140, 60, 0.9]
+    follower = FaceFollower(FaceSelector.parse("index:0"))
+    assert np.array_equal(follower.next(np.array([left, right], np.float32)), left[:4])
+    # The left person is missed in this frame: index:0 would now name the right one. Follow instead.
+    assert follower.next(np.array([right], np.float32)) is None
+    moved = [14, 12, 54, 62, 0.9]
+    assert np.array_equal(follower.next(np.array([right, moved], np.float32)), moved[:4])
+
+
+def test_point_selection_follows_one_person_over_time():
+    from lipsync_triton.preprocessing.faces import FaceFollower
+
+    a, b = [10, 10, 50, 60, 0.9], [60, 10, 100, 60, 0.9]
+    follower = FaceFollower(FaceSelector.parse("point:30,30"))
+    chosen = [follower.next(np.array(faces, np.float32)) for faces in ([a, b], [b], [b], [a, b])]
+    assert np.array_equal(chosen[0], a[:4]) and chosen[1] is None and chosen[2] is None and np.array_equal(chosen[3], a[:4])
+    boxes, filled = fill_missing(chosen)
+    assert filled == 2 and (boxes[:, 0] < 55).all()  # gaps reuse the same person: smoothing never mixes two
+
+
+def test_crops_use_the_reference_bilinear_resize():
+    from lipsync_triton.preprocessing.crops import crop_face
+
+    frame = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    box = np.array([40, 30, 260, 270])
+    expected = cv2.resize(frame[30:270, 40:260], (96, 96))  # inference.py: cv2.resize's default (bilinear)
+    assert np.array_equal(crop_face(frame, box), expected)
+
+
+def test_blend_weight_covers_mouth_chin_and_jaw_not_the_upper_face():
+    h, w = 240, 200
+    mask = lower_face_mask(h, w)[:, :, 0]
+
+    def region(y0, y1, x0, x1):
+        return mask[int(y0 * h):int(y1 * h), int(x0 * w):int(x1 * w)]
+
+    assert region(0.62, 0.8, 0.35, 0.65).min() >= 0.9  # mouth
+    assert region(0.82, 0.92, 0.3, 0.7).min() >= 0.75  # chin band
+    assert region(0.55, 0.85, 0.04, 0.12).min() >= 0.5 and region(0.55, 0.85, 0.88, 0.96).min() >= 0.5  # jaw sides
+    assert region(0.0, 0.4, 0.0, 1.0).max() <= 0.1  # upper 40%: nose and eyes stay the original
+    assert mask[-1].max() < 0.5 and mask[:, 0].max() < 0.5  # feathered at the box edges

@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from lipsync_triton.client.face_tracking import TrackingSpec, boxes_from_detections
 from lipsync_triton.client.generate import LipSyncClient
+from lipsync_triton.client.presenter_cache import PresenterCache
 from lipsync_triton.client.mp4_writer import Mp4Writer
 from lipsync_triton.client.triton_client import Cancelled
 from lipsync_triton.preprocessing.media_probe import probe_media
+from lipsync_triton.preprocessing.video import FrameTransform
 from lipsync_triton.samples import astronaut_bgr, presenter_frames
 
 from conftest import ROOT, decode_frames
@@ -34,11 +37,13 @@ def detector_count(triton):
     return int(stats["model_stats"][0].get("inference_count", 0))
 
 
-def only_cached_boxes(cache_dir):
+def only_cached_boxes(cache_dir, width=640, height=360):
+    """The boxes a job used, rebuilt from its presenter-cache entry (default pads and smoothing)."""
     files = list(cache_dir.glob("*.npz"))
     assert len(files) == 1
-    with np.load(files[0]) as data:
-        return data["boxes"]
+    entry = PresenterCache(cache_dir).load(files[0].stem)
+    spec = TrackingSpec("any", (384, 640), FrameTransform(), False, "largest", (0, 10, 0, 0), True)
+    return boxes_from_detections(entry.raw, spec, width, height, "clip")[0]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +90,7 @@ def test_short_video_loops_under_longer_audio(e2e, media):
     top = slice(0, max(1, y1 - 4))
     looped = np.abs(output[n].astype(np.int16) - source[0].astype(np.int16))[top].mean()
     not_looped = np.abs(output[n].astype(np.int16) - source[n - 1].astype(np.int16))[top].mean()
-    assert looped < 2.5 and looped < not_looped
+    assert looped < 4.0 and looped < 0.5 * not_looped, (looped, not_looped)  # re-encoding noise vs another frame
 
 
 def test_presenter_cache_hit_skips_detection(triton, media, e2e, tmp_path):
@@ -208,3 +213,75 @@ def test_fixed_box_and_resize_factor_skip_detection(triton, media, tmp_path):
     proc = run_cli("generate", "--face", media["clip"], "--audio", media["speech"], "--outfile", tmp_path / "bad.mp4",
                    "--url", triton.grpc_url, "--quiet", "--box", "0", "500", "0", "500")
     assert proc.returncode != 0 and "lies outside" in proc.stderr and not (tmp_path / "bad.mp4").exists()
+
+
+def test_soft_paste_replaces_the_generated_lower_face_and_keeps_the_upper(triton, media, tmp_path):
+    """Blend weight measured on real outputs: (soft - original) / (hard - original) per region of a fixed box."""
+    photo = tmp_path / "astronaut.png"
+    original = astronaut_bgr()
+    cv2.imwrite(str(photo), original)
+    top, bottom, left, right = 60, 300, 150, 350
+    frames = {}
+    for mode, extra in (("soft", []), ("hard", ["--hard-paste"])):
+        out = tmp_path / f"{mode}.mp4"
+        generate_cli(triton, photo, media["speech"], out, "--box", top, bottom, left, right, *extra)
+        frames[mode] = decode_frames(out, limit=1)[0].astype(np.float32)
+    h, w = bottom - top, right - left
+
+    def weight(y0, y1, x0, x1):
+        ys, xs = slice(top + int(y0 * h), top + int(y1 * h)), slice(left + int(x0 * w), left + int(x1 * w))
+        base = original[ys, xs].astype(np.float32)
+        return np.abs(frames["soft"][ys, xs] - base).mean() / np.abs(frames["hard"][ys, xs] - base).mean()
+
+    assert weight(0.62, 0.8, 0.35, 0.65) >= 0.9  # mouth
+    assert weight(0.82, 0.92, 0.3, 0.7) >= 0.75  # chin
+    assert weight(0.55, 0.85, 0.04, 0.12) >= 0.5 and weight(0.55, 0.85, 0.88, 0.96) >= 0.5  # jaw sides
+    assert weight(0.0, 0.4, 0.0, 1.0) <= 0.1  # upper 40% of the box
+
+
+def test_only_the_frames_the_audio_uses_are_detected(triton, media, tmp_path):
+    clip = tmp_path / "long_presenter.mp4"
+    from lipsync_triton.samples import write_presenter_clip, write_speech
+
+    write_presenter_clip(clip, 8.0, fps=25, width=320, height=192)  # 200 frames
+    speech = write_speech(tmp_path / "short.wav", "Hi.")
+    frames_used = int(probe_media(speech).duration * 25) + 1
+    assert frames_used < 60
+    cache = tmp_path / "cache"
+    before = detector_count(triton)
+    summary = generate_cli(triton, clip, speech, tmp_path / "a.mp4", "--cache-dir", cache)
+    detected = detector_count(triton) - before
+    assert summary["cache_hit"] is False and detected <= summary["frames"] + 4  # + the smoothing look-ahead
+    # The same speech again: the stored prefix covers it.
+    assert generate_cli(triton, clip, speech, tmp_path / "b.mp4", "--cache-dir", cache)["cache_hit"] is True
+    # Filling the cache on purpose detects every frame; any later speech then hits.
+    before = detector_count(triton)
+    generate_cli(triton, clip, speech, tmp_path / "c.mp4", "--cache-dir", cache, "--cache-whole-video")
+    assert detector_count(triton) - before == 200
+
+
+def test_a_corrupt_cache_entry_is_a_logged_miss_and_is_rewritten(triton, media, e2e, tmp_path):
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(e2e["cache"], cache)
+    (entry,) = cache.glob("*.npz")
+    entry.write_bytes(entry.read_bytes()[:100])  # half-written
+    proc = run_cli("generate", "--face", media["clip"], "--audio", media["speech"], "--outfile", tmp_path / "out.mp4",
+                   "--url", triton.grpc_url, "--cache-dir", cache)
+    assert proc.returncode == 0, proc.stderr
+    assert "status=corrupt" in proc.stdout and "status=stored" in proc.stdout
+    assert np.array_equal(only_cached_boxes(cache), e2e["boxes"])
+
+
+def test_the_cache_key_names_the_served_detector(triton, exported_repo):
+    from lipsync_triton.client.triton_client import TritonPool
+    from lipsync_triton.files import file_sha256
+
+    info = TritonPool(triton.grpc_url).check_ready()["face_detector"]
+    assert info.identity == file_sha256(exported_repo / "face_detector" / "1" / "model.onnx")
+    spec = TrackingSpec(info.identity, (384, 640), FrameTransform(), False, "largest", (0, 10, 0, 0), True)
+    other = TrackingSpec("0" * 64, (384, 640), FrameTransform(), False, "largest", (0, 10, 0, 0), True)
+    cache = PresenterCache()
+    clip = exported_repo / "export.json"  # any file: only the spec differs
+    assert cache.key(clip, spec.cache_key_fields()) != cache.key(clip, other.cache_key_fields())
