@@ -2,6 +2,7 @@
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
+OUT    ?= out
 DEBIAN_PACKAGES := ffmpeg espeak-ng libb64-0d libpython3.11
 
 .PHONY: setup demo test clean system-packages
@@ -30,7 +31,7 @@ $(BIN)/lipsync: pyproject.toml
 setup: $(BIN)/lipsync
 
 demo: setup
-	$(BIN)/lipsync demo --out out
+	$(BIN)/lipsync demo --out $(OUT)
 
 test: setup
 	$(BIN)/python -m pytest -q tests

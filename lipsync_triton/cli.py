@@ -140,6 +140,7 @@ def _add_perf(sub) -> None:
     e.add_argument("--model-repository", type=Path)
     e.add_argument("--out", type=Path, default=Path("perf/results"))
     e.add_argument("--seconds", type=float, nargs="+", help="clip lengths (default 10 20 60)")
+    e.add_argument("--lecture-minutes", type=float, nargs="+", help="speech lengths on a still photo for the memory check (default 1 30)")
     e.add_argument("--tiny", action="store_true", help="seconds-long smoke run (CI)")
 
 
@@ -151,7 +152,7 @@ def _run_perf(args) -> int:
     else:
         from lipsync_triton.perf.e2e_bench import run_e2e_bench
 
-        run_e2e_bench(args.out, args.model_repository, tiny=args.tiny, seconds=args.seconds)
+        run_e2e_bench(args.out, args.model_repository, tiny=args.tiny, seconds=args.seconds, lecture_minutes=args.lecture_minutes)
     return 0
 
 

@@ -18,10 +18,14 @@ from lipsync_triton.serving.server import TritonServer
 from .inprocess import stack_batch
 from .e2e_worker import peak_rss_mb
 from .machine import machine_description
-from .workload import e2e_workload, ensure_repository, model_inputs
+from .workload import e2e_workload, ensure_repository, lecture_workload, model_inputs
 
-FULL = {"seconds": [10.0, 20.0, 60.0], "size": (1280, 720), "ceiling_batches": [16, 32], "ceiling_s": 15.0}
-TINY = {"seconds": [1.0, 2.0], "size": (320, 192), "ceiling_batches": [4], "ceiling_s": 0.5}
+FULL = {"seconds": [10.0, 20.0, 60.0], "size": (1280, 720), "ceiling_batches": [16, 32], "ceiling_s": 15.0,
+        "lecture_minutes": [1.0, 30.0]}
+TINY = {"seconds": [1.0, 2.0], "size": (320, 192), "ceiling_batches": [4], "ceiling_s": 0.5, "lecture_minutes": [0.05, 0.1]}
+# A lecture on a still photo at 2 output frames/s: all of its minutes of speech are decoded and
+# turned into mel (what grows with audio length), while the generator runs 1/12.5 of a 25 fps job.
+LECTURE_FPS = 2.0
 
 
 def generator_ceiling(url: str, inputs: list[dict], batches: list[int], seconds: float, in_flight: int = 2) -> dict:
@@ -40,9 +44,9 @@ def generator_ceiling(url: str, inputs: list[dict], batches: list[int], seconds:
     return rates
 
 
-def run_job(face: Path, audio: Path, outfile: Path, url: str, cache_dir: Path, use_cache: bool) -> dict:
+def run_job(face: Path, audio: Path, outfile: Path, url: str, cache_dir: Path, use_cache: bool, fps: float = 25.0) -> dict:
     cmd = [sys.executable, "-m", "lipsync_triton.perf.e2e_worker", "--face", str(face), "--audio", str(audio),
-           "--outfile", str(outfile), "--url", url, "--cache-dir", str(cache_dir)]
+           "--outfile", str(outfile), "--url", url, "--cache-dir", str(cache_dir), "--fps", str(fps)]
     if not use_cache:
         cmd.append("--no-cache")
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -63,10 +67,13 @@ def server_peak_rss_mb(pid: int) -> float:
     return round(total, 1)
 
 
-def run_e2e_bench(out: Path, repository: Path | None = None, tiny: bool = False, seconds: list[float] | None = None) -> dict:
+def run_e2e_bench(out: Path, repository: Path | None = None, tiny: bool = False, seconds: list[float] | None = None,
+                  lecture_minutes: list[float] | None = None) -> dict:
     plan = dict(TINY if tiny else FULL)
     if seconds:
         plan["seconds"] = seconds
+    if lecture_minutes:
+        plan["lecture_minutes"] = lecture_minutes
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     work.mkdir(exist_ok=True)
@@ -96,10 +103,20 @@ def run_e2e_bench(out: Path, repository: Path | None = None, tiny: bool = False,
                 results["runs"].append(job)
                 log.event("e2e", seconds=secs, cache=use_cache, fps=job["frames_per_second"],
                           efficiency=job["pipeline_efficiency"], client_rss_mb=job["client_peak_rss_mb"])
+        results["lectures"] = []
+        for minutes in plan["lecture_minutes"]:
+            photo, speech = lecture_workload(work / "media", minutes)
+            job = run_job(photo, speech, work / "lecture.mp4", server.grpc_url, work / "cache_lecture", True, LECTURE_FPS)
+            results["lectures"].append({"minutes": minutes, "fps": LECTURE_FPS, "frames": job["frames"], "seconds": job["seconds"],
+                                        "client_peak_rss_mb": job["client_peak_rss_mb"]})
+            log.event("e2e_lecture", minutes=minutes, frames=job["frames"], client_rss_mb=job["client_peak_rss_mb"])
         results["server_peak_rss_mb"] = server_peak_rss_mb(server.pid())
     lo, hi = min(plan["seconds"]), max(plan["seconds"])
     rss = {r["seconds_of_video"]: r["client_peak_rss_mb"] for r in results["runs"] if not r["presenter_cache"]}
     results["client_rss_ratio"] = {"long_s": hi, "short_s": lo, "ratio": round(rss[hi] / rss[lo], 3)}
+    short, long = results["lectures"][0], results["lectures"][-1]
+    results["lecture_rss_ratio"] = {"long_min": long["minutes"], "short_min": short["minutes"],
+                                    "ratio": round(long["client_peak_rss_mb"] / short["client_peak_rss_mb"], 3)}
     (out / "e2e.json").write_text(json.dumps(results, indent=2) + "\n")
     print(e2e_table(results))
     return results
@@ -116,5 +133,9 @@ def e2e_table(results: dict) -> str:
                      f"{s['generate']} | {s['paste']} | {s['encode']} | {r['client_peak_rss_mb']} |")
     ratio = results["client_rss_ratio"]
     lines += ["", f"server peak RSS (tritonserver + stubs): {results['server_peak_rss_mb']} MB",
-              f"client peak RSS {ratio['long_s']:g} s / {ratio['short_s']:g} s: {ratio['ratio']}"]
+              f"client peak RSS {ratio['long_s']:g} s / {ratio['short_s']:g} s: {ratio['ratio']}", "",
+              "| lecture on a still photo (min of stereo mp3 speech) | output frames | seconds | client peak RSS MB |", "|---|---|---|---|"]
+    lines += [f"| {r['minutes']:g} | {r['frames']} | {r['seconds']} | {r['client_peak_rss_mb']} |" for r in results["lectures"]]
+    lecture = results["lecture_rss_ratio"]
+    lines += [f"client peak RSS lecture {lecture['long_min']:g} min / {lecture['short_min']:g} min: {lecture['ratio']}"]
     return "\n".join(lines)

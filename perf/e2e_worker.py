@@ -17,10 +17,11 @@ def main() -> None:
     p.add_argument("--url", required=True)
     p.add_argument("--cache-dir", required=True)
     p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--fps", type=float, default=25.0, help="output fps for a still image")
     args = p.parse_args()
     log.set_quiet(True)
     result = generate(args.face, args.audio, args.outfile, [args.url],
-                      GenerateOptions(use_cache=not args.no_cache, cache_dir=Path(args.cache_dir)))
+                      GenerateOptions(use_cache=not args.no_cache, cache_dir=Path(args.cache_dir), fps=args.fps))
     print(json.dumps(result.as_dict() | {"client_peak_rss_mb": round(peak_rss_mb(), 1)}))
 
 

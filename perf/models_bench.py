@@ -21,11 +21,11 @@ from .workload import ensure_repository, model_inputs, write_perf_analyzer_data
 FULL = {"batch": {"wav2lip": 16, "face_detector": 8}, "levels": [1, 2, 4], "ab_levels": [1, 2, 4, 8, 16],
         "ab_models": ["wav2lip", "face_detector"], "trials": 8, "inproc_s": 8.0, "rounds": 3,
         # a batch-16 Wav2Lip request takes ~1 s on 2 cores: windows must hold many requests to be stable
-        "ms": {"wav2lip": 12000, "face_detector": 5000}, "ab_ms": 5000, "stability": 40}
+        "ms": {"wav2lip": 12000, "face_detector": 5000}, "ab_ms": 5000, "stability": 40, "requests": 0}
 TINY = {"batch": {"wav2lip": 2, "face_detector": 2}, "levels": [1, 2], "ab_levels": [1, 4],
         "ab_models": ["face_detector"], "trials": 3, "inproc_s": 0.3, "rounds": 1,
-        "ms": {"wav2lip": 800, "face_detector": 800}, "ab_ms": 800,
-        "stability": 100}  # the smoke run checks the harness, not the numbers: accept noisy windows
+        "ms": {"wav2lip": 800, "face_detector": 800}, "ab_ms": 800, "stability": 100,
+        "requests": 4}  # the smoke run checks the harness, not the numbers: a fixed request count, no stability wait
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -65,7 +65,7 @@ def run_models_bench(out: Path, repository: Path | None = None, tiny: bool = Fal
     with TritonServer(repository, log_path=work / "tritonserver.log") as server:
         for model, batch in plan["batch"].items():
             points = run_sweep(server.grpc_url, model, batch, plan["levels"], data_files[model], out / f"{model}_sweep.csv",
-                               plan["ms"][model], plan["trials"], shm, plan["stability"])
+                               plan["ms"][model], plan["trials"], shm, plan["stability"], plan["requests"])
             sweeps[model] = points
             arrays = stack_batch(inputs[model], batch)
             outputs = [o.name for o in next(c for c in model_configs("cpu") if c.model.name == model).model.outputs]
@@ -80,11 +80,11 @@ def run_models_bench(out: Path, repository: Path | None = None, tiny: bool = Fal
             log.event("model_perf", model=model, batch=batch, triton=compare["triton_per_s"],
                       inprocess=compare["inprocess_per_s"], ratio=compare["overhead_ratio"])
         ab_on = {m: run_sweep(server.grpc_url, m, 1, plan["ab_levels"], data_files[m], out / f"{m}_b1_dynamic.csv",
-                              plan["ab_ms"], plan["trials"], shm, plan["stability"]) for m in plan["ab_models"]}
+                              plan["ab_ms"], plan["trials"], shm, plan["stability"], plan["requests"]) for m in plan["ab_models"]}
     off_repo = without_dynamic_batching(repository, work / "model_repository_no_batching")
     with TritonServer(off_repo, log_path=work / "tritonserver_no_batching.log") as server:
         ab_off = {m: run_sweep(server.grpc_url, m, 1, plan["ab_levels"], data_files[m], out / f"{m}_b1_no_batching.csv",
-                               plan["ab_ms"], plan["trials"], shm, plan["stability"]) for m in plan["ab_models"]}
+                               plan["ab_ms"], plan["trials"], shm, plan["stability"], plan["requests"]) for m in plan["ab_models"]}
     for model in plan["ab_models"]:
         rows = [{"concurrency": a.concurrency, "dynamic_per_s": round(a.throughput, 2), "off_per_s": round(b.throughput, 2),
                  "ratio": round(a.throughput / b.throughput, 3), "dynamic_p95_ms": round(a.p95_ms, 1), "off_p95_ms": round(b.p95_ms, 1)}

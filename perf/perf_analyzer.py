@@ -44,9 +44,12 @@ def perf_analyzer_command() -> tuple[str, dict]:
 
 def run_sweep(url: str, model: str, batch: int, concurrency: list[int], input_data: Path, csv_path: Path,
               measurement_ms: int = 4000, max_trials: int = 6, shared_memory: str = "none",
-              stability_pct: int = 40) -> list[SweepPoint]:
+              stability_pct: int = 40, request_count: int = 0) -> list[SweepPoint]:
     """One perf_analyzer run per concurrency level (levels such as 1,2,4,8 are not a linear range);
-    the per-level CSVs are merged into `csv_path`."""
+    the per-level CSVs are merged into `csv_path`.
+
+    `request_count` > 0 measures a fixed number of requests per level instead of windows that must
+    agree within `stability_pct`: a smoke run on a loaded machine then cannot fail for noise."""
     binary, env = perf_analyzer_command()
     header, rows = None, []
     for level in concurrency:
@@ -54,8 +57,12 @@ def run_sweep(url: str, model: str, batch: int, concurrency: list[int], input_da
         cmd = [
             binary, "-m", model, "-i", "grpc", "-u", url, "-b", str(batch),
             "--concurrency-range", f"{level}:{level}", "--input-data", str(input_data), "-f", str(level_csv),
-            "-p", str(measurement_ms), "-r", str(max_trials), "-s", str(stability_pct), "--shared-memory", shared_memory,
+            "--shared-memory", shared_memory,
         ]
+        if request_count:
+            cmd += ["--request-count", str(request_count * level)]
+        else:
+            cmd += ["-p", str(measurement_ms), "-r", str(max_trials), "-s", str(stability_pct)]
         if shared_memory != "none":
             cmd += ["--output-shared-memory-size", str(4 << 20)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)

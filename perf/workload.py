@@ -69,3 +69,22 @@ def e2e_workload(work: Path, seconds: float, width: int = 1280, height: int = 72
         raw = write_speech(work / "speech_long.wav", DEMO_TEXT, repeat=max(1, int(seconds / 7) + 1))
         subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(raw), "-t", f"{seconds:g}", str(speech)], check=True)
     return clip, speech
+
+
+def lecture_workload(work: Path, minutes: float) -> tuple[Path, Path]:
+    """A still presenter photo and `minutes` of stereo 44.1 kHz mp3 speech (espeak-ng looped), the
+    shape of a recorded lecture: exercises chunked decoding, the mean downmix and resampling."""
+    import cv2
+
+    from lipsync_triton.samples import astronaut_bgr
+
+    work.mkdir(parents=True, exist_ok=True)
+    photo = work / "presenter_photo.png"
+    if not photo.exists():
+        cv2.imwrite(str(photo), astronaut_bgr())
+    speech = work / f"lecture_{minutes:g}min.mp3"
+    if not speech.exists():
+        raw = write_speech(work / "speech_long.wav", DEMO_TEXT, repeat=3)
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(raw), "-t", f"{minutes * 60:g}",
+                        "-ac", "2", "-ar", "44100", "-c:a", "libmp3lame", "-b:a", "96k", str(speech)], check=True)
+    return photo, speech
