@@ -138,20 +138,20 @@ def export_face_detector(dst: str | Path, src: str | Path | None = None) -> Path
     return Path(dst)
 
 
-def check_detector(onnx_path: str | Path, size: tuple[int, int]) -> dict:
-    """Self-check of the served graph: a face in scikit-image's astronaut photo, none in noise."""
-    import onnxruntime as ort
-
+def check_detector(onnx_path: str | Path, size: tuple[int, int], runtime: str = "onnxruntime", precision: str = "f32") -> dict:
+    """Self-check of the served graph, on the runtime and precision that will serve it: a face in
+    scikit-image's astronaut photo, none in noise."""
     from lipsync_triton.preprocessing.faces import Letterbox, faces_from_candidates
     from lipsync_triton.samples import astronaut_bgr
+    from .cpu_parity import detector_session
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    run = detector_session(onnx_path, runtime, precision)
     letterbox = Letterbox(*size)
     noise = np.random.default_rng(0).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
     found = {}
     for name, image in (("astronaut", astronaut_bgr()), ("noise", noise)):
         canvas, scale = letterbox.apply(image)
-        scores, boxes = session.run(["scores", "boxes"], {"image": canvas[None]})
+        scores, boxes = run({"image": canvas[None]})
         faces = faces_from_candidates(scores[0], boxes[0], scale)
         found[name] = {"faces": len(faces), "best_score": round(float(scores[0].max()), 3)}
     if found["astronaut"]["faces"] != 1 or found["noise"]["faces"] != 0:

@@ -17,11 +17,12 @@ from lipsync_triton.errors import LipsyncError
 from lipsync_triton.files import file_sha256
 from .checkpoint import load_wav2lip, random_wav2lip
 from .face_detector import check_detector, export_face_detector
-from .model_config import DEFAULT_DETECTOR_SIZE, FACE_DETECTOR, WAV2LIP, ModelConfig, model_configs
+from .cpu_parity import check_wav2lip_cpu
+from .model_config import CPU_RUNTIMES, DEFAULT_DETECTOR_SIZE, FACE_DETECTOR, PRECISIONS, WAV2LIP, ModelConfig, model_configs
 from .tensorrt import build_engine, tensorrt_available
 from .wav2lip_onnx import check_parity, convert_fp16, export_wav2lip_onnx
 
-RUNNER = Path(__file__).with_name("triton_onnx_runner.py")
+RUNNER = Path(__file__).with_name("triton_cpu_runner.py")
 
 
 @dataclass
@@ -36,6 +37,8 @@ class ExportOptions:
     fp16: bool = False
     tensorrt: bool = False
     dynamic_batching: bool = True
+    cpu_runtime: str = "openvino"  # cpu profile: openvino | onnxruntime
+    precision: str = "auto"  # cpu profile with openvino: auto | bf16 | f32
 
 
 @dataclass
@@ -46,6 +49,7 @@ class ExportReport:
     detector_size: tuple = ()
     parity: list = field(default_factory=list)
     detector_check: dict = field(default_factory=dict)
+    cpu_runtime: dict = field(default_factory=dict)
     models: list = field(default_factory=list)
     tensorrt: str = "not requested"
     seconds: float = 0.0
@@ -54,7 +58,7 @@ class ExportReport:
 def _model_dir(root: Path, cfg: ModelConfig) -> Path:
     version = root / cfg.model.name / "1"
     version.mkdir(parents=True, exist_ok=True)
-    if cfg.profile.runtime == "python-onnxruntime":
+    if cfg.profile.runtime == "python-cpu":
         shutil.copyfile(RUNNER, version / "model.py")
     return version
 
@@ -88,7 +92,10 @@ def export_repository(opts: ExportOptions) -> ExportReport:
         if profile != "gpu":
             raise LipsyncError("--tensorrt needs --profile gpu")
         profile = "gpu-trt"
-    configs = {c.model.name: c for c in model_configs(profile, opts.detector_size, opts.dynamic_batching)}
+    if opts.cpu_runtime not in CPU_RUNTIMES or opts.precision not in PRECISIONS:
+        raise LipsyncError(f"--runtime {opts.cpu_runtime} --precision {opts.precision}: runtime is one of {', '.join(CPU_RUNTIMES)}, "
+                           f"precision one of {', '.join(PRECISIONS)}")
+    configs = {c.model.name: c for c in model_configs(profile, opts.detector_size, opts.dynamic_batching, opts.cpu_runtime, opts.precision)}
     out = Path(opts.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -108,11 +115,17 @@ def export_repository(opts: ExportOptions) -> ExportReport:
                       max_uint8_diff=parity16.max_uint8_diff, tolerance=parity16.tolerance)
             if profile.startswith("gpu"):  # GPUs serve the half-precision graph
                 fp16_path.replace(onnx_path)
+        if profile == "cpu":  # the runtime and precision that will serve, on real inputs
+            cpu = check_wav2lip_cpu(net, onnx_path, opts.cpu_runtime, opts.precision)
+            report.cpu_runtime = asdict(cpu)
+            log.event("parity", model=WAV2LIP.name, runtime=cpu.runtime, precision=cpu.precision, max_uint8_diff=cpu.max_uint8_diff,
+                      mean_uint8_diff=cpu.mean_uint8_diff, tolerance=f"{cpu.tolerance[0]}/{cpu.tolerance[1]}")
         _write_config(staging, configs[WAV2LIP.name], onnx_path)
         det_dir = _model_dir(staging, configs[FACE_DETECTOR.name])
         det_path = export_face_detector(det_dir / "model.onnx", opts.detector_onnx)
         _write_config(staging, configs[FACE_DETECTOR.name], det_path)
-        report.detector_check = check_detector(det_path, opts.detector_size)
+        served = (opts.cpu_runtime, opts.precision) if profile == "cpu" else ("onnxruntime", "f32")
+        report.detector_check = check_detector(det_path, opts.detector_size, *served)
         log.event("detector_check", astronaut_score=report.detector_check["astronaut"]["best_score"],
                   noise_score=report.detector_check["noise"]["best_score"])
 

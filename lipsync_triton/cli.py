@@ -24,6 +24,10 @@ def _add_export(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="model repository folder to write (replaced atomically)")
     p.add_argument("--profile", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--runtime", choices=["openvino", "onnxruntime"], default="openvino",
+                   help="cpu profile: the runtime inside the embedded server (default openvino)")
+    p.add_argument("--precision", choices=["auto", "bf16", "f32"], default="auto",
+                   help="cpu profile with openvino: auto = bf16 where the CPU has AVX512_BF16/AMX, f32 elsewhere")
     p.add_argument("--fp16", action="store_true", help="also write and check an FP16 ONNX (served by the gpu profile)")
     p.add_argument("--tensorrt", action="store_true", help="gpu profile: prebuild TensorRT plans (needs TensorRT)")
     p.add_argument("--detector-size", type=_size, default=None, help="face detector input HxW, multiples of 32 (default 384x640)")
@@ -42,6 +46,7 @@ def _run_export(args) -> int:
         out=args.out, profile=args.profile, checkpoint=args.checkpoint, random_weights=args.random_weights,
         seed=args.seed, detector_size=args.detector_size or DEFAULT_DETECTOR_SIZE, detector_onnx=args.detector_onnx,
         fp16=args.fp16, tensorrt=args.tensorrt, dynamic_batching=not args.no_dynamic_batching,
+        cpu_runtime=args.runtime, precision=args.precision,
     ))
     print(json.dumps(asdict(report)))
     return 0

@@ -1,4 +1,5 @@
-"""The same ONNX file run in-process by ONNX Runtime: the baseline Triton's overhead is measured against."""
+"""The same ONNX file run in-process by the same runtime code the server runs (the CPU runner's
+sessions): the baseline Triton's overhead is measured against."""
 from __future__ import annotations
 
 import time
@@ -6,15 +7,18 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import onnxruntime as ort
+
+from lipsync_triton.export.triton_cpu_runner import cpu_session
 
 
-def onnx_session(onnx_path: Path, threads: int = 2) -> ort.InferenceSession:
-    """A session configured as the Triton CPU runner configures its own."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+def inprocess_runner(onnx_path: Path, runtime: str = "onnxruntime", precision: str = "auto",
+                     threads: int = 2) -> Callable[[dict[str, np.ndarray]], list]:
+    """feed -> outputs, configured as the Triton CPU runner configures its own session."""
+    import onnx
+
+    outputs = [o.name for o in onnx.load(str(onnx_path), load_external_data=False).graph.output]
+    session = cpu_session(str(onnx_path), {"runtime": runtime, "precision": precision, "threads": str(threads)}, None, outputs)
+    return session.run
 
 
 def items_per_second(run: Callable[[], object], batch: int, min_seconds: float) -> float:
@@ -29,18 +33,24 @@ def items_per_second(run: Callable[[], object], batch: int, min_seconds: float) 
             return runs * batch / elapsed
 
 
-def served_vs_inprocess(served: Callable[[], object], onnx_path: Path, batch_inputs: dict[str, np.ndarray],
-                        rounds: int = 3, seconds: float = 8.0) -> dict:
-    """Triton (one request at a time, same batch) against the same ONNX in-process, measured in
-    alternating rounds so machine noise hits both sides alike; medians and their ratio."""
-    session = onnx_session(onnx_path)
-    batch = next(iter(batch_inputs.values())).shape[0]
-    triton, local = [], []
+def alternating_rounds(contenders: dict[str, Callable[[], object]], batch: int, rounds: int, seconds: float) -> dict[str, float]:
+    """items/s of each contender, measured in alternating rounds so machine noise hits all alike (medians)."""
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
-        local.append(items_per_second(lambda: session.run(None, batch_inputs), batch, seconds))
-        triton.append(items_per_second(served, batch, seconds))
-    ratios = [t / l for t, l in zip(triton, local)]
-    return {"triton_per_s": round(float(np.median(triton)), 2), "inprocess_per_s": round(float(np.median(local)), 2),
+        for name, run in contenders.items():
+            rates[name].append(items_per_second(run, batch, seconds))
+    return {name: round(float(np.median(r)), 2) for name, r in rates.items()} | {"_rounds": rates}
+
+
+def served_vs_inprocess(served: Callable[[], object], onnx_path: Path, batch_inputs: dict[str, np.ndarray],
+                        rounds: int = 3, seconds: float = 8.0, runtime: str = "openvino") -> dict:
+    """Triton (one request at a time, same batch) against the same ONNX in-process with the same
+    runtime, in alternating rounds; medians and their ratio."""
+    local = inprocess_runner(onnx_path, runtime)
+    batch = next(iter(batch_inputs.values())).shape[0]
+    rates = alternating_rounds({"inprocess": lambda: local(batch_inputs), "triton": served}, batch, rounds, seconds)
+    ratios = [t / l for t, l in zip(rates["_rounds"]["triton"], rates["_rounds"]["inprocess"])]
+    return {"triton_per_s": rates["triton"], "inprocess_per_s": rates["inprocess"],
             "overhead_ratio": round(float(np.median(ratios)), 3), "round_ratios": [round(r, 3) for r in ratios]}
 
 

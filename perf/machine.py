@@ -8,19 +8,25 @@ import subprocess
 import time
 
 
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
 def machine_description() -> dict:
     cpu = platform.processor() or "unknown"
+    flags: list[str] = []
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name"):
+                if line.startswith("model name") and cpu == (platform.processor() or "unknown"):
                     cpu = line.split(":", 1)[1].strip()
-                    break
+                elif line.startswith("flags") and not flags:
+                    present = set(line.split(":", 1)[1].split())
+                    flags = [f for f in SPEED_FLAGS if f in present]
     except OSError:
         pass
     gpu = "none"
     if shutil.which("nvidia-smi"):
         proc = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
         gpu = proc.stdout.strip().replace("\n", ", ") or "none"
-    return {"cores": os.cpu_count(), "cpu": cpu, "gpu": gpu, "date": time.strftime("%Y-%m-%d"),
+    return {"cores": os.cpu_count(), "cpu": cpu, "cpu_flags": " ".join(flags), "gpu": gpu, "date": time.strftime("%Y-%m-%d"),
             "python": platform.python_version()}

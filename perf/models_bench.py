@@ -1,21 +1,24 @@
-"""`lipsync perf models`: perf_analyzer concurrency sweeps per model, Triton vs in-process ONNX
-Runtime at the same batch, and what dynamic batching buys (same models, batcher on vs off)."""
+"""`lipsync perf models`: perf_analyzer concurrency sweeps per model, Triton vs the same runtime
+in-process at the same batch, what dynamic batching buys (same models, batcher on vs off), and
+OpenVINO vs ONNX Runtime side by side."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 from lipsync_triton import log
-from lipsync_triton.export.model_config import model_configs
+from lipsync_triton.export.model_config import OPENVINO_CACHE_DIR, model_configs
 from lipsync_triton.serving.server import TritonServer
 from lipsync_triton.client.triton_client import TritonPool
 from .inprocess import served_vs_inprocess, stack_batch
 from .machine import machine_description
 from .perf_analyzer import run_sweep
 from .plots import throughput_latency_plot
+from .runtimes_bench import RUNTIMES, compare_runtimes, runtimes_table
 from .workload import ensure_repository, model_inputs, write_perf_analyzer_data
 
 FULL = {"batch": {"wav2lip": 16, "face_detector": 8}, "levels": [1, 2, 4], "ab_levels": [1, 2, 4, 8, 16],
@@ -38,16 +41,25 @@ def _link_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, copy_function=link)
 
 
-def without_dynamic_batching(repo: Path, dst: Path) -> Path:
-    """The same repository with the dynamic batcher removed (configs from the same generator)."""
+def variant_repository(repo: Path, dst: Path, dynamic_batching: bool = True, cpu_runtime: str = "openvino") -> Path:
+    """The same models (hard links) with configs re-rendered from the one declaration: batcher on or
+    off, OpenVINO or ONNX Runtime. Its OpenVINO cache starts empty, so a first start is a cold one."""
     shutil.rmtree(dst, ignore_errors=True)
     _link_tree(repo, dst)
     size = json.loads((repo / "export.json").read_text())["detector_size"]
-    for cfg in model_configs("cpu", tuple(size), dynamic_batching=False):
+    for cfg in model_configs("cpu", tuple(size), dynamic_batching=dynamic_batching, cpu_runtime=cpu_runtime):
         target = dst / cfg.model.name / "config.pbtxt"
         target.unlink()
         target.write_text(cfg.to_pbtxt())
+        shutil.rmtree(dst / cfg.model.name / OPENVINO_CACHE_DIR, ignore_errors=True)
     return dst
+
+
+def served_runtime(repo: Path) -> str:
+    """The CPU runtime a repository's configs name (older exports: onnxruntime)."""
+    text = (repo / "wav2lip" / "config.pbtxt").read_text()
+    match = re.search(r'key: "runtime" value \{ string_value: "(\w+)" \}', text)
+    return match.group(1) if match else "onnxruntime"
 
 
 def run_models_bench(out: Path, repository: Path | None = None, tiny: bool = False, shared_memory: bool = False) -> dict:
@@ -71,7 +83,7 @@ def run_models_bench(out: Path, repository: Path | None = None, tiny: bool = Fal
             outputs = [o.name for o in next(c for c in model_configs("cpu") if c.model.name == model).model.outputs]
             pool = TritonPool(server.grpc_url)
             compare = served_vs_inprocess(lambda: pool.infer(model, arrays, outputs), repository / model / "1" / "model.onnx",
-                                          arrays, rounds=plan["rounds"], seconds=plan["inproc_s"])
+                                          arrays, rounds=plan["rounds"], seconds=plan["inproc_s"], runtime=served_runtime(repository))
             results["models"][model] = {
                 "batch": batch, "sweep": [asdict(p) for p in points], "inprocess_per_s": compare["inprocess_per_s"],
                 "triton_c1_per_s": compare["triton_per_s"], "triton_best_per_s": round(max(p.throughput for p in points), 2),
@@ -81,7 +93,7 @@ def run_models_bench(out: Path, repository: Path | None = None, tiny: bool = Fal
                       inprocess=compare["inprocess_per_s"], ratio=compare["overhead_ratio"])
         ab_on = {m: run_sweep(server.grpc_url, m, 1, plan["ab_levels"], data_files[m], out / f"{m}_b1_dynamic.csv",
                               plan["ab_ms"], plan["trials"], shm, plan["stability"], plan["requests"]) for m in plan["ab_models"]}
-    off_repo = without_dynamic_batching(repository, work / "model_repository_no_batching")
+    off_repo = variant_repository(repository, work / "model_repository_no_batching", dynamic_batching=False)
     with TritonServer(off_repo, log_path=work / "tritonserver_no_batching.log") as server:
         ab_off = {m: run_sweep(server.grpc_url, m, 1, plan["ab_levels"], data_files[m], out / f"{m}_b1_no_batching.csv",
                                plan["ab_ms"], plan["trials"], shm, plan["stability"], plan["requests"]) for m in plan["ab_models"]}
@@ -92,11 +104,15 @@ def run_models_bench(out: Path, repository: Path | None = None, tiny: bool = Fal
         results["dynamic_batching"][model] = rows
         throughput_latency_plot({"dynamic batching": ab_on[model], "no batching": ab_off[model]},
                                 f"{model}: batch-1 requests, concurrency sweep", out / f"{model}_dynamic_batching.png")
+    variants = {r: variant_repository(repository, work / f"model_repository_{r}", cpu_runtime=r) for r in RUNTIMES}
+    results["runtimes"] = compare_runtimes(variants, work, inputs, plan["batch"], plan["rounds"], plan["inproc_s"])
     for model, points in sweeps.items():
         throughput_latency_plot({f"{model} batch {plan['batch'][model]}": points}, f"{model} over gRPC ({results['machine']['cores']} cores)",
                                 out / f"{model}_throughput_latency.png")
     (out / "models.json").write_text(json.dumps(results, indent=2) + "\n")
     print(models_table(results))
+    print()
+    print(runtimes_table(results["runtimes"]))
     return results
 
 

@@ -188,3 +188,46 @@ def test_cli_random_weights_say_so_loudly(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "RANDOM" in proc.stdout
     assert json.loads(proc.stdout.strip().splitlines()[-1])["weights"] == "RANDOM (seed 7)"
+
+
+def test_cpu_export_checks_the_serving_runtime_on_real_inputs(exported_repo):
+    from lipsync_triton.export.cpu_parity import UINT8_TOLERANCE
+
+    cpu = json.loads((exported_repo / "export.json").read_text())["cpu_runtime"]
+    assert cpu["runtime"] == "openvino" and cpu["precision"] in ("bf16", "f32")
+    max_allowed, mean_allowed = UINT8_TOLERANCE[cpu["precision"]]
+    assert cpu["max_uint8_diff"] <= max_allowed and cpu["mean_uint8_diff"] <= mean_allowed
+
+
+@pytest.mark.parametrize("runtime, precision", [("openvino", "f32"), ("onnxruntime", "auto")])
+def test_cpu_runtime_parity_gate_catches_a_graph_that_differs(net_and_onnx, runtime, precision):
+    from lipsync_triton.export.cpu_parity import check_wav2lip_cpu
+
+    net, path = net_and_onnx
+    report = check_wav2lip_cpu(net, path, runtime, precision)
+    assert report.precision == "f32" and report.max_uint8_diff <= 2
+    corrupted = random_wav2lip(5)
+    with torch.no_grad():
+        corrupted.output_block[1].bias.add_(0.5)
+    with pytest.raises(LipsyncError, match=f"{runtime} f32 parity check failed"):
+        check_wav2lip_cpu(corrupted, path, runtime, precision)
+
+
+def test_onnxruntime_stays_selectable(tmp_path):
+    out = tmp_path / "repo"
+    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "lipsync"), "export", "--random-weights", "--runtime", "onnxruntime",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert 'key: "runtime" value { string_value: "onnxruntime" }' in (out / "wav2lip" / "config.pbtxt").read_text()
+    assert json.loads((out / "export.json").read_text())["cpu_runtime"]["runtime"] == "onnxruntime"
+
+
+def test_every_generated_config_parses_as_a_triton_model_config():
+    """Triton's own ModelConfig proto (tritonclient ships it): a typo in a profile that cannot run
+    here (GPU, the official container's OpenVINO backend) still fails."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    for rel, text in committed_configs().items():
+        config = text_format.Parse(text, model_config_pb2.ModelConfig())
+        assert config.name == rel.split("/")[1] and config.max_batch_size > 0 and config.dynamic_batching.preferred_batch_size, rel
