@@ -94,6 +94,21 @@ def _fixed_box(opts: GenerateOptions, source: FrameSource) -> np.ndarray:
     return np.array([[left, top, right, bottom]], np.int32)
 
 
+def _track(opts: GenerateOptions, source: FrameSource, pool: TritonPool, models: dict, n_frames: int, selector: FaceSelector,
+           transform: FrameTransform, timer: StageTimer, progress: ProgressCallback | None) -> TrackResult:
+    """The face box of every presenter frame the job uses: the fixed --box, or the followed face."""
+    if opts.box:
+        return TrackResult(_fixed_box(opts, source), 0, False, 0)
+    detector = models[DETECTOR_MODEL]
+    spec = TrackingSpec(detector=detector.identity, detector_size=tuple(detector.input_dims["image"][:2]), transform=transform,
+                        static=source.still, select=selector.key(), pads=tuple(opts.pads), smooth=not opts.nosmooth)
+    with InFlight(opts.in_flight, pool.cancel, "detect") as flight:
+        return track_faces(source, pool, spec, frames_needed=n_frames,
+                           batch_size=min(opts.face_det_batch_size, detector.max_batch_size or opts.face_det_batch_size),
+                           flight=flight, cache=PresenterCache(opts.cache_dir) if opts.use_cache else None, timer=timer,
+                           whole_video=opts.cache_whole_video, progress=progress)
+
+
 def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: list[str] | str,
              options: GenerateOptions | None = None, progress: ProgressCallback | None = None,
              cancel: threading.Event | None = None, detect_progress: ProgressCallback | None = None) -> GenerateResult:
@@ -122,18 +137,7 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
     max_batch = models[WAV2LIP_MODEL].max_batch_size
     batch_size = min(opts.wav2lip_batch_size, max_batch) if max_batch else opts.wav2lip_batch_size
 
-    with InFlight(opts.in_flight, job_cancel, "detect") as flight:
-        if opts.box:
-            tracked = TrackResult(_fixed_box(opts, source), 0, False, 0)
-        else:
-            detector = models[DETECTOR_MODEL]
-            det_h, det_w = detector.input_dims["image"][:2]
-            spec = TrackingSpec(detector=detector.identity, detector_size=(det_h, det_w), transform=transform,
-                                static=source.still, select=selector.key(), pads=tuple(opts.pads), smooth=not opts.nosmooth)
-            tracked = track_faces(source, pool, spec, frames_needed=n_frames,
-                                  batch_size=min(opts.face_det_batch_size, detector.max_batch_size or opts.face_det_batch_size),
-                                  flight=flight, cache=PresenterCache(opts.cache_dir) if opts.use_cache else None, timer=timer,
-                                  whole_video=opts.cache_whole_video, progress=detect_progress)
+    tracked = _track(opts, source, pool, models, n_frames, selector, transform, timer, detect_progress)
     boxes = tracked.boxes
 
     def wav2lip_requests():
