@@ -42,6 +42,10 @@ class Profile:
     instance_count: int
     runtime: str  # "python-cpu" | "openvino" | "onnxruntime-tensorrt" | "tensorrt-plan"
     threads: int = 0
+    streams: int = 1
+    # CPU: merged requests run in slices of this size; batches beyond it buy no speed on a CPU
+    # (perf/BENCHMARKS.md: 53.3 vs 53.6 frames/s at 16 vs 32) but cost memory.
+    max_infer_batch: int = 0
     cpu_runtime: str = "openvino"  # python-cpu: the runner's runtime, openvino | onnxruntime
     precision: str = "auto"  # python-cpu with openvino: auto (bf16 where the CPU has it) | bf16 | f32
     dynamic_batching: bool = True
@@ -99,7 +103,7 @@ MODELS: tuple[ModelSpec, ...] = (WAV2LIP, FACE_DETECTOR)
 PROFILES: dict[str, Profile] = {
     # 2 threads = the cores of the reference CPU box; one instance, since a second would only split
     # the same two cores. The embedded server runs OpenVINO (or ONNX Runtime) in the Python backend.
-    "cpu": Profile("cpu", "KIND_CPU", instance_count=1, runtime="python-cpu", threads=2),
+    "cpu": Profile("cpu", "KIND_CPU", instance_count=1, runtime="python-cpu", threads=2, max_infer_batch=16),
     # The same models for the official container's native OpenVINO backend (same names and tensors).
     "cpu-openvino": Profile("cpu-openvino", "KIND_CPU", instance_count=1, runtime="openvino", threads=2),
     # Two instances per GPU overlap one batch's transfers with another's compute.
@@ -166,9 +170,9 @@ def render_pbtxt(cfg: ModelConfig) -> str:
     params: dict[str, str] = {}
     if p.runtime == "python-cpu":
         params = {"onnx_file": "model.onnx", "runtime": p.cpu_runtime, "precision": p.precision, "threads": str(p.threads),
-                  "cache_dir": OPENVINO_CACHE_DIR}
+                  "streams": str(p.streams), "max_infer_batch": str(p.max_infer_batch), "cache_dir": OPENVINO_CACHE_DIR}
     elif p.runtime == "openvino":  # the backend's own keys; its default precision is bf16 where the CPU has it
-        params = {"INFERENCE_NUM_THREADS": str(p.threads), "PERFORMANCE_HINT": "LATENCY"}
+        params = {"INFERENCE_NUM_THREADS": str(p.threads), "NUM_STREAMS": str(p.streams), "PERFORMANCE_HINT": "LATENCY"}
     if cfg.content_sha256:
         params["model_sha256"] = cfg.content_sha256
     for key, value in params.items():

@@ -7,6 +7,9 @@ and reads its config parameters:
   precision   auto | bf16 | f32 (openvino): auto = bf16 where the CPU has it natively (AVX512_BF16
               or AMX, which OpenVINO reports as BF16), f32 elsewhere
   threads     inference threads (0 = the runtime's default)
+  streams     OpenVINO inference streams (1: one batch at a time uses every thread)
+  max_infer_batch  merged requests run in slices of at most this many items (0 = all at once):
+              on CPU a larger batch buys no speed, only memory for bigger intermediate tensors
   cache_dir   OpenVINO compiled-model cache: absolute, or relative to the model folder; when that
               is not writable (a read-only mount) a per-user temporary folder is used
 Triton's dynamic batcher hands `execute` several requests at once; the Python backend does not
@@ -52,7 +55,7 @@ class OpenVinoSession:
         core = ov.Core()
         precision = resolve_precision(params.get("precision", "auto"), core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         cache = params.get("cache_dir", "")
-        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": params.get("streams", "1")}
         if int(params.get("threads", "0")) > 0:
             config["INFERENCE_NUM_THREADS"] = int(params["threads"])
         if cache:
@@ -106,7 +109,15 @@ class TritonPythonModel:
             self.session = cpu_session(path, params, model_dir, self.output_names)
         except ValueError as exc:
             raise pb_utils.TritonModelException(str(exc)) from None
+        self.max_infer_batch = int(params.get("max_infer_batch", "0"))
         pb_utils.Logger.log_info(f"{config['name']}: {self.session.description}")
+
+    def _run_sliced(self, feed, total):
+        step = self.max_infer_batch or total
+        if step >= total:
+            return self.session.run(feed)
+        parts = [self.session.run({k: v[i:i + step] for k, v in feed.items()}) for i in range(0, total, step)]
+        return [np.concatenate(p) for p in zip(*parts)]
 
     def execute(self, requests):
         per_request = [[pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names] for r in requests]
@@ -115,7 +126,7 @@ class TritonPythonModel:
             name: (np.concatenate([a[i] for a in per_request]) if len(per_request) > 1 else per_request[0][i])
             for i, name in enumerate(self.input_names)
         }
-        outputs = self.session.run(feed)
+        outputs = self._run_sliced(feed, sum(sizes))
         responses = []
         start = 0
         for size in sizes:

@@ -18,7 +18,7 @@ from lipsync_triton.serving.server import TritonServer
 from .inprocess import stack_batch
 from .e2e_worker import peak_rss_mb
 from .machine import machine_description
-from .workload import e2e_workload, ensure_repository, lecture_workload, model_inputs
+from .workload import e2e_workload, ensure_repository, lecture_workload, model_inputs, variant_repository
 
 FULL = {"seconds": [10.0, 20.0, 60.0], "size": (1280, 720), "ceiling_batches": [16, 32], "ceiling_s": 15.0,
         "lecture_minutes": [1.0, 30.0]}
@@ -81,7 +81,8 @@ def run_e2e_bench(out: Path, repository: Path | None = None, tiny: bool = False,
     inputs = model_inputs(work)["wav2lip"]
     width, height = plan["size"]
     results: dict = {"machine": machine_description(), "mode": "tiny" if tiny else "full",
-                     "workload": f"{width}x{height} 25 fps presenter clip + espeak-ng speech of equal length", "runs": []}
+                     "workload": f"{width}x{height} 25 fps presenter clip + espeak-ng speech of equal length",
+                     "size": [width, height], "runs": []}
     with TritonServer(repository, log_path=work / "tritonserver.log") as server:
         ceiling = generator_ceiling(server.grpc_url, inputs, plan["ceiling_batches"], plan["ceiling_s"])
         results["generator_only_per_s"] = ceiling
@@ -111,6 +112,7 @@ def run_e2e_bench(out: Path, repository: Path | None = None, tiny: bool = False,
                                         "client_peak_rss_mb": job["client_peak_rss_mb"]})
             log.event("e2e_lecture", minutes=minutes, frames=job["frames"], client_rss_mb=job["client_peak_rss_mb"])
         results["server_peak_rss_mb"] = server_peak_rss_mb(server.pid())
+    results["runtime_comparison"] = compare_runtime_e2e(results, repository, work)
     lo, hi = min(plan["seconds"]), max(plan["seconds"])
     rss = {r["seconds_of_video"]: r["client_peak_rss_mb"] for r in results["runs"] if not r["presenter_cache"]}
     results["client_rss_ratio"] = {"long_s": hi, "short_s": lo, "ratio": round(rss[hi] / rss[lo], 3)}
@@ -120,6 +122,19 @@ def run_e2e_bench(out: Path, repository: Path | None = None, tiny: bool = False,
     (out / "e2e.json").write_text(json.dumps(results, indent=2) + "\n")
     print(e2e_table(results))
     return results
+
+
+def compare_runtime_e2e(results: dict, repository: Path, work: Path) -> dict:
+    """The shortest clip's cache-hit job again, on the same models served by ONNX Runtime: the
+    end-to-end ratio of the repository's own runtime against it, in the same run."""
+    first = next(r for r in results["runs"] if r["presenter_cache"])
+    secs = first["seconds_of_video"]
+    clip, speech = e2e_workload(work / "media", secs, *results["size"])
+    variant = variant_repository(repository, work / "model_repository_onnxruntime", cpu_runtime="onnxruntime")
+    with TritonServer(variant, log_path=work / "tritonserver_onnxruntime.log") as server:
+        job = run_job(clip, speech, work / "out_onnxruntime.mp4", server.grpc_url, work / f"cache_{secs:g}", True)
+    return {"seconds_of_video": secs, "repository_per_s": first["frames_per_second"], "onnxruntime_per_s": job["frames_per_second"],
+            "ratio": round(first["frames_per_second"] / job["frames_per_second"], 3)}
 
 
 def e2e_table(results: dict) -> str:
@@ -138,4 +153,7 @@ def e2e_table(results: dict) -> str:
     lines += [f"| {r['minutes']:g} | {r['frames']} | {r['seconds']} | {r['client_peak_rss_mb']} |" for r in results["lectures"]]
     lecture = results["lecture_rss_ratio"]
     lines += [f"client peak RSS lecture {lecture['long_min']:g} min / {lecture['short_min']:g} min: {lecture['ratio']}"]
+    rc = results["runtime_comparison"]
+    lines += ["", f"{rc['seconds_of_video']:g} s clip, cache hit: this repository {rc['repository_per_s']} frames/s vs the same models on "
+              f"ONNX Runtime {rc['onnxruntime_per_s']} frames/s: ratio {rc['ratio']}"]
     return "\n".join(lines)

@@ -4,14 +4,12 @@ OpenVINO vs ONNX Runtime side by side."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 from lipsync_triton import log
-from lipsync_triton.export.model_config import OPENVINO_CACHE_DIR, model_configs
+from lipsync_triton.export.model_config import model_configs
 from lipsync_triton.serving.server import TritonServer
 from lipsync_triton.client.triton_client import TritonPool
 from .inprocess import served_vs_inprocess, stack_batch
@@ -19,7 +17,7 @@ from .machine import machine_description
 from .perf_analyzer import run_sweep
 from .plots import throughput_latency_plot
 from .runtimes_bench import RUNTIMES, compare_runtimes, runtimes_table
-from .workload import ensure_repository, model_inputs, write_perf_analyzer_data
+from .workload import ensure_repository, model_inputs, variant_repository, write_perf_analyzer_data
 
 FULL = {"batch": {"wav2lip": 16, "face_detector": 8}, "levels": [1, 2, 4], "ab_levels": [1, 2, 4, 8, 16],
         "ab_models": ["wav2lip", "face_detector"], "trials": 8, "inproc_s": 8.0, "rounds": 3,
@@ -29,30 +27,6 @@ TINY = {"batch": {"wav2lip": 2, "face_detector": 2}, "levels": [1, 2], "ab_level
         "ab_models": ["face_detector"], "trials": 3, "inproc_s": 0.3, "rounds": 1,
         "ms": {"wav2lip": 800, "face_detector": 800}, "ab_ms": 800, "stability": 100,
         "requests": 4}  # the smoke run checks the harness, not the numbers: a fixed request count, no stability wait
-
-
-def _link_tree(src: Path, dst: Path) -> None:
-    """Copy a repository with hard links for the (large) model files."""
-    def link(s, d):
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
-    shutil.copytree(src, dst, copy_function=link)
-
-
-def variant_repository(repo: Path, dst: Path, dynamic_batching: bool = True, cpu_runtime: str = "openvino") -> Path:
-    """The same models (hard links) with configs re-rendered from the one declaration: batcher on or
-    off, OpenVINO or ONNX Runtime. Its OpenVINO cache starts empty, so a first start is a cold one."""
-    shutil.rmtree(dst, ignore_errors=True)
-    _link_tree(repo, dst)
-    size = json.loads((repo / "export.json").read_text())["detector_size"]
-    for cfg in model_configs("cpu", tuple(size), dynamic_batching=dynamic_batching, cpu_runtime=cpu_runtime):
-        target = dst / cfg.model.name / "config.pbtxt"
-        target.unlink()
-        target.write_text(cfg.to_pbtxt())
-        shutil.rmtree(dst / cfg.model.name / OPENVINO_CACHE_DIR, ignore_errors=True)
-    return dst
 
 
 def served_runtime(repo: Path) -> str:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 
+from lipsync_triton.export.model_config import OPENVINO_CACHE_DIR, model_configs
 from lipsync_triton.export.repository import ExportOptions, export_repository
 from lipsync_triton.preprocessing.audio import load_audio
 from lipsync_triton.preprocessing.mel import mel_windows, melspectrogram
@@ -46,6 +49,30 @@ def write_perf_analyzer_data(entries: list[dict[str, np.ndarray]], path: Path) -
         data.append(item)
     path.write_text(json.dumps({"data": data}))
     return path
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Copy a repository with hard links for the (large) model files."""
+    def link(s, d):
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+    shutil.copytree(src, dst, copy_function=link)
+
+
+def variant_repository(repo: Path, dst: Path, dynamic_batching: bool = True, cpu_runtime: str = "openvino") -> Path:
+    """The same models (hard links) with configs re-rendered from the one declaration: batcher on or
+    off, OpenVINO or ONNX Runtime. Its OpenVINO cache starts empty, so a first start is a cold one."""
+    shutil.rmtree(dst, ignore_errors=True)
+    _link_tree(repo, dst)
+    size = json.loads((repo / "export.json").read_text())["detector_size"]
+    for cfg in model_configs("cpu", tuple(size), dynamic_batching=dynamic_batching, cpu_runtime=cpu_runtime):
+        target = dst / cfg.model.name / "config.pbtxt"
+        target.unlink()
+        target.write_text(cfg.to_pbtxt())
+        shutil.rmtree(dst / cfg.model.name / OPENVINO_CACHE_DIR, ignore_errors=True)
+    return dst
 
 
 def ensure_repository(work: Path, repository: Path | None) -> Path:

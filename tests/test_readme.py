@@ -180,4 +180,5 @@ def test_perf_command_examples(exported_repo, tmp_path):
     assert set(runs[0]["stages"]) == {"decode", "mel", "detect", "generate", "paste", "encode"}
     assert e2e["server_peak_rss_mb"] > 0 and e2e["client_rss_ratio"]["ratio"] > 0
     assert [r["minutes"] for r in e2e["lectures"]] == [0.05, 0.1] and e2e["lecture_rss_ratio"]["ratio"] > 0
+    assert e2e["runtime_comparison"]["onnxruntime_per_s"] > 0 and e2e["runtime_comparison"]["ratio"] > 0
     assert 12 <= e2e["lectures"][1]["frames"] <= 14  # 2 fps over the whole 6 s speech (+1 for the last window)
