@@ -22,6 +22,7 @@ from .in_flight import POLL_SECONDS, JobCancel
 WAV2LIP_MODEL = "wav2lip"
 DETECTOR_MODEL = "face_detector"
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
+LIVENESS_TIMEOUT_S = 15.0  # a saturated 2-core server can take seconds to answer; a closed port fails at once
 MODEL_SHA256_PARAMETER = "model_sha256"  # written by `lipsync export` into every config.pbtxt
 _NUMPY_TO_TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.uint8): "UINT8"}
 
@@ -81,7 +82,7 @@ class TritonPool:
         for url in self.urls:
             client = self._client(url)
             try:
-                if not client.is_server_live(client_timeout=5):
+                if not client.is_server_live(client_timeout=LIVENESS_TIMEOUT_S):
                     problems.append(f"{url} is not live")
                     continue
             except InferenceServerException as exc:
@@ -112,7 +113,7 @@ class TritonPool:
     @staticmethod
     def _model_ready(client: grpcclient.InferenceServerClient, model: str) -> bool:
         try:
-            return bool(client.is_model_ready(model, client_timeout=5))
+            return bool(client.is_model_ready(model, client_timeout=LIVENESS_TIMEOUT_S))
         except InferenceServerException:
             return False
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from lipsync_triton.errors import LipsyncError
@@ -96,12 +98,40 @@ def _add_generate(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar, no logs")
 
 
+class LipsyncInterrupted(LipsyncError):
+    exit_code = 130
+
+
+@contextmanager
+def signals_cancel():
+    """SIGINT/SIGTERM set a cancel event that the job checks at safe points (requests in flight stop
+    within a fraction of a second, partial output is removed) instead of raising KeyboardInterrupt
+    wherever the main thread happens to be, which can interrupt a lock hand-over between threads.
+    A second signal stops at once."""
+    cancel = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum, _frame) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        received.append(signal.Signals(signum).name)
+        cancel.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield cancel, received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _run_generate(args) -> int:
     import json
 
     from lipsync_triton import log
     from lipsync_triton.client.generate import GenerateOptions, generate
     from lipsync_triton.client.progress import ProgressBar
+    from lipsync_triton.client.triton_client import Cancelled
 
     if args.json or args.quiet:
         log.set_quiet(True)
@@ -114,8 +144,14 @@ def _run_generate(args) -> int:
     )
     progress = None if args.quiet else ProgressBar(0, label="lip-sync")
     detect_progress = None if args.quiet else ProgressBar(0, label="detect faces")
-    result = generate(args.face, args.audio, args.outfile, args.urls or ["127.0.0.1:8001"], opts, progress=progress,
-                      detect_progress=detect_progress)
+    with signals_cancel() as (cancel, received):
+        try:
+            result = generate(args.face, args.audio, args.outfile, args.urls or ["127.0.0.1:8001"], opts, progress=progress,
+                              cancel=cancel, detect_progress=detect_progress)
+        except Cancelled:
+            if received:
+                raise LipsyncInterrupted(f"interrupted by {received[0]}; no output was written") from None
+            raise
     if args.json:
         print(json.dumps(result.as_dict()))
     return 0
@@ -184,7 +220,7 @@ def _interrupt(signum, _frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "serve":  # serve forwards signals to tritonserver itself
+    if args.command not in ("serve", "generate"):  # serve forwards signals itself; generate cancels
         # SIGTERM (docker stop, a job runner) unwinds like Ctrl-C: requests stop, partial files go.
         signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -64,14 +64,6 @@ class FrameSource:
             self.height, self.width = self._still_frame.shape[:2]
         else:
             self.width, self.height = transform.output_size(self.info.width, self.info.height)
-        self._count: int | None = 1 if self.still else None
-
-    @property
-    def frame_count(self) -> int:
-        """Exact number of frames (counted by one decode pass when the container does not say)."""
-        if self._count is None:
-            self._count = self.info.frames or sum(1 for _ in self.frames())
-        return self._count
 
     def frames(self, ring: int = 0, limit: int | None = None) -> Iterator[np.ndarray]:
         """Decoded frames in order (at most `limit`). With `ring` > 0 frames are decoded into `ring`
@@ -113,7 +105,6 @@ class FrameSource:
             if limit and count >= limit:
                 return
             self._check_complete(count, status, reader.reason())
-        self._count = count
 
     def _check_complete(self, count: int, status: int, reason: str) -> None:
         expected = self.info.frames
