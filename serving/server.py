@@ -94,9 +94,11 @@ def serve_foreground(model_repository: Path, ports: Ports) -> int:
     proc = subprocess.Popen(guarded_server(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1, process_group=0)
     stopping = threading.Event()
+    received: list[str] = []
 
     def forward(signum, _frame) -> None:
-        log.event("server_signal", signal=signal.Signals(signum).name, pid=proc.pid)
+        # No logging here: a write to stdout from a signal handler can collide with the log loop's.
+        received.append(signal.Signals(signum).name)
         if proc.poll() is None:
             proc.send_signal(signum)
         if not stopping.is_set():
@@ -120,7 +122,7 @@ def serve_foreground(model_repository: Path, ports: Ports) -> int:
             proc.kill()
             proc.wait()
     if stopping.is_set():
-        log.event("server_stopped", exit_code=code)
+        log.event("server_stopped", signals=",".join(received), exit_code=code)
         return code if code >= 0 else 128 - code
     if code != 0:
         raise LipsyncError(f"tritonserver exited with code {code}: {summarize_failure(list(tail))}")
