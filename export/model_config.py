@@ -103,7 +103,7 @@ MODELS: tuple[ModelSpec, ...] = (WAV2LIP, FACE_DETECTOR)
 PROFILES: dict[str, Profile] = {
     # 2 threads = the cores of the reference CPU box; one instance, since a second would only split
     # the same two cores. The embedded server runs OpenVINO (or ONNX Runtime) in the Python backend.
-    "cpu": Profile("cpu", "KIND_CPU", instance_count=1, runtime="python-cpu", threads=2, streams=2, max_infer_batch=16),
+    "cpu": Profile("cpu", "KIND_CPU", instance_count=1, runtime="python-cpu", threads=2, max_infer_batch=16),
     # The same models for the official container's native OpenVINO backend (same names and tensors).
     "cpu-openvino": Profile("cpu-openvino", "KIND_CPU", instance_count=1, runtime="openvino", threads=2),
     # Two instances per GPU overlap one batch's transfers with another's compute.

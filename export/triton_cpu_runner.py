@@ -7,8 +7,7 @@ and reads its config parameters:
   precision   auto | bf16 | f32 (openvino): auto = bf16 where the CPU has it natively (AVX512_BF16
               or AMX, which OpenVINO reports as BF16), f32 elsewhere
   threads     inference threads (0 = the runtime's default)
-  streams     OpenVINO inference streams; threads are shared among them (1: one slice at a time on
-              every thread; 2: two single-thread slices side by side)
+  streams     OpenVINO inference streams (1: one batch at a time uses every thread)
   max_infer_batch  merged requests run in slices of at most this many items (0 = all at once):
               on CPU a larger batch buys no speed, only memory for bigger intermediate tensors
   cache_dir   OpenVINO compiled-model cache: absolute, or relative to the model folder; when that
@@ -56,12 +55,7 @@ class OpenVinoSession:
         core = ov.Core()
         precision = resolve_precision(params.get("precision", "auto"), core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         cache = params.get("cache_dir", "")
-        self.streams = max(1, int(params.get("streams", "1")))
-        # Several single-thread streams run slices side by side: when other processes (ffmpeg, the
-        # client) take turns on the cores, no stream waits for a preempted sibling thread, as one
-        # stream's parallel loop does (+18% measured under load, perf/BENCHMARKS.md).
-        config = {"INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": str(self.streams),
-                  "PERFORMANCE_HINT": "THROUGHPUT" if self.streams > 1 else "LATENCY"}
+        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": params.get("streams", "1")}
         if int(params.get("threads", "0")) > 0:
             config["INFERENCE_NUM_THREADS"] = int(params["threads"])
         if cache:
@@ -69,28 +63,12 @@ class OpenVinoSession:
         self.compiled = core.compile_model(path, "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.outputs = [self.compiled.output(n) for n in output_names]
-        self.queue = ov.AsyncInferQueue(self.compiled, self.streams) if self.streams > 1 else None
         self.precision = precision
         self.description = f"openvino {ov.__version__} {precision}"
 
     def run(self, feed):
         results = self.request.infer(feed)
         return [results[o] for o in self.outputs]
-
-    def run_slices(self, feeds):
-        """Outputs of each feed; with several streams the feeds run side by side."""
-        if self.queue is None or len(feeds) == 1:
-            return [self.run(f) for f in feeds]
-        results = [None] * len(feeds)
-
-        def done(request, index):
-            results[index] = [request.get_tensor(o).data.copy() for o in self.outputs]
-
-        self.queue.set_callback(done)
-        for index, feed in enumerate(feeds):
-            self.queue.start_async(feed, userdata=index)
-        self.queue.wait_all()
-        return results
 
 
 class OnnxRuntimeSession:
@@ -106,13 +84,8 @@ class OnnxRuntimeSession:
         self.precision = "f32"
         self.description = f"onnxruntime {ort.__version__} f32"
 
-    streams = 1
-
     def run(self, feed):
         return self.session.run(self.output_names, feed)
-
-    def run_slices(self, feeds):
-        return [self.run(f) for f in feeds]
 
 
 def cpu_session(path, params, model_dir, output_names):
@@ -122,17 +95,6 @@ def cpu_session(path, params, model_dir, output_names):
     if runtime == "onnxruntime":
         return OnnxRuntimeSession(path, params, output_names)
     raise ValueError(f"unknown runtime {runtime!r}: use openvino or onnxruntime")
-
-
-def run_sliced(session, feed, total, max_infer_batch):
-    """Run a merged batch in slices: at most max_infer_batch items each (0 = no limit), and at least
-    one per stream when there are enough items, so every stream has work."""
-    slices = max(-(-total // (max_infer_batch or total)), min(session.streams, total))
-    if slices == 1:
-        return session.run(feed)
-    step = -(-total // slices)
-    parts = session.run_slices([{k: v[i:i + step] for k, v in feed.items()} for i in range(0, total, step)])
-    return [np.concatenate(p) for p in zip(*parts)]
 
 
 class TritonPythonModel:
@@ -150,6 +112,13 @@ class TritonPythonModel:
         self.max_infer_batch = int(params.get("max_infer_batch", "0"))
         pb_utils.Logger.log_info(f"{config['name']}: {self.session.description}")
 
+    def _run_sliced(self, feed, total):
+        step = self.max_infer_batch or total
+        if step >= total:
+            return self.session.run(feed)
+        parts = [self.session.run({k: v[i:i + step] for k, v in feed.items()}) for i in range(0, total, step)]
+        return [np.concatenate(p) for p in zip(*parts)]
+
     def execute(self, requests):
         per_request = [[pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names] for r in requests]
         sizes = [arrays[0].shape[0] for arrays in per_request]
@@ -157,7 +126,7 @@ class TritonPythonModel:
             name: (np.concatenate([a[i] for a in per_request]) if len(per_request) > 1 else per_request[0][i])
             for i, name in enumerate(self.input_names)
         }
-        outputs = run_sliced(self.session, feed, sum(sizes), self.max_infer_batch)
+        outputs = self._run_sliced(feed, sum(sizes))
         responses = []
         start = 0
         for size in sizes:

@@ -8,20 +8,17 @@ from typing import Callable
 
 import numpy as np
 
-from lipsync_triton.export.triton_cpu_runner import cpu_session, run_sliced
+from lipsync_triton.export.triton_cpu_runner import cpu_session
 
 
-def inprocess_runner(onnx_path: Path, params: dict[str, str] | None = None) -> Callable[[dict[str, np.ndarray]], list]:
-    """feed -> outputs, run exactly as the Triton CPU runner runs it with these config parameters
-    (runtime, precision, threads, streams, max_infer_batch; default: ONNX Runtime, 2 threads)."""
+def inprocess_runner(onnx_path: Path, runtime: str = "onnxruntime", precision: str = "auto",
+                     threads: int = 2) -> Callable[[dict[str, np.ndarray]], list]:
+    """feed -> outputs, configured as the Triton CPU runner configures its own session."""
     import onnx
 
-    params = {"runtime": "onnxruntime", "threads": "2"} | (params or {})
-    params.pop("cache_dir", None)
     outputs = [o.name for o in onnx.load(str(onnx_path), load_external_data=False).graph.output]
-    session = cpu_session(str(onnx_path), params, None, outputs)
-    limit = int(params.get("max_infer_batch", "0"))
-    return lambda feed: run_sliced(session, feed, len(next(iter(feed.values()))), limit)
+    session = cpu_session(str(onnx_path), {"runtime": runtime, "precision": precision, "threads": str(threads)}, None, outputs)
+    return session.run
 
 
 def items_per_second(run: Callable[[], object], batch: int, min_seconds: float) -> float:
@@ -46,10 +43,10 @@ def alternating_rounds(contenders: dict[str, Callable[[], object]], batch: int, 
 
 
 def served_vs_inprocess(served: Callable[[], object], onnx_path: Path, batch_inputs: dict[str, np.ndarray],
-                        rounds: int = 3, seconds: float = 8.0, params: dict[str, str] | None = None) -> dict:
-    """Triton (one request at a time, same batch) against the same ONNX in-process, run as the
-    server's config runs it, in alternating rounds; medians and their ratio."""
-    local = inprocess_runner(onnx_path, params)
+                        rounds: int = 3, seconds: float = 8.0, runtime: str = "openvino") -> dict:
+    """Triton (one request at a time, same batch) against the same ONNX in-process with the same
+    runtime, in alternating rounds; medians and their ratio."""
+    local = inprocess_runner(onnx_path, runtime)
     batch = next(iter(batch_inputs.values())).shape[0]
     rates = alternating_rounds({"inprocess": lambda: local(batch_inputs), "triton": served}, batch, rounds, seconds)
     ratios = [t / l for t, l in zip(rates["_rounds"]["triton"], rates["_rounds"]["inprocess"])]

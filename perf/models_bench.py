@@ -29,10 +29,11 @@ TINY = {"batch": {"wav2lip": 2, "face_detector": 2}, "levels": [1, 2], "ab_level
         "requests": 4}  # the smoke run checks the harness, not the numbers: a fixed request count, no stability wait
 
 
-def served_parameters(repo: Path, model: str) -> dict[str, str]:
-    """The CPU runner parameters a repository's config gives a model (older exports: ONNX Runtime)."""
-    text = (repo / model / "config.pbtxt").read_text()
-    return dict(re.findall(r'key: "(\w+)" value \{ string_value: "([^"]*)" \}', text))
+def served_runtime(repo: Path) -> str:
+    """The CPU runtime a repository's configs name (older exports: onnxruntime)."""
+    text = (repo / "wav2lip" / "config.pbtxt").read_text()
+    match = re.search(r'key: "runtime" value \{ string_value: "(\w+)" \}', text)
+    return match.group(1) if match else "onnxruntime"
 
 
 def run_models_bench(out: Path, repository: Path | None = None, tiny: bool = False, shared_memory: bool = False) -> dict:
@@ -56,7 +57,7 @@ def run_models_bench(out: Path, repository: Path | None = None, tiny: bool = Fal
             outputs = [o.name for o in next(c for c in model_configs("cpu") if c.model.name == model).model.outputs]
             pool = TritonPool(server.grpc_url)
             compare = served_vs_inprocess(lambda: pool.infer(model, arrays, outputs), repository / model / "1" / "model.onnx",
-                                          arrays, rounds=plan["rounds"], seconds=plan["inproc_s"], params=served_parameters(repository, model))
+                                          arrays, rounds=plan["rounds"], seconds=plan["inproc_s"], runtime=served_runtime(repository))
             results["models"][model] = {
                 "batch": batch, "sweep": [asdict(p) for p in points], "inprocess_per_s": compare["inprocess_per_s"],
                 "triton_c1_per_s": compare["triton_per_s"], "triton_best_per_s": round(max(p.throughput for p in points), 2),

@@ -40,7 +40,7 @@ def compare_runtimes(variants: dict[str, Path], work: Path, inputs: dict, batche
             arrays = stack_batch(inputs[model], batch)
             outputs = [o.name for o in spec.outputs]
             onnx_path = variants["onnxruntime"] / model / "1" / "model.onnx"
-            reference = inprocess_runner(onnx_path)  # ONNX Runtime fp32, 2 threads, whole batch
+            reference = inprocess_runner(onnx_path, "onnxruntime")
             pools = {r: TritonPool(servers[r].grpc_url) for r in RUNTIMES}
             contenders = {"inprocess_onnxruntime_f32": lambda: reference(arrays)}
             contenders |= {f"triton_{r}": (lambda p=pools[r]: p.infer(model, arrays, outputs)) for r in RUNTIMES}

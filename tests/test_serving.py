@@ -36,11 +36,9 @@ def _stats(url, model):
 
 
 def _served_runtime(model_dir):
-    """The config's CPU runner parameters and an in-process session built from them."""
     from lipsync_triton.export.triton_cpu_runner import cpu_session
-    from lipsync_triton.perf.models_bench import served_parameters
 
-    params = served_parameters(model_dir.parent, model_dir.name)
+    params = dict(re.findall(r'key: "(\w+)" value \{ string_value: "([^"]*)" \}', (model_dir / "config.pbtxt").read_text()))
     outputs = re.findall(r'output \{.*?\n  name: "(\w+)"', (model_dir / "config.pbtxt").read_text(), flags=re.S)
     return params, cpu_session(str(model_dir / "1" / "model.onnx"), params, str(model_dir), outputs)
 
