@@ -13,8 +13,8 @@ import numpy as np
 
 from lipsync_triton.export.model_config import OPENVINO_CACHE_DIR, model_configs
 from lipsync_triton.export.repository import ExportOptions, export_repository
-from lipsync_triton.preprocessing.audio import load_audio
-from lipsync_triton.preprocessing.mel import mel_windows, melspectrogram
+from lipsync_triton.preprocessing.audio import load_mel
+from lipsync_triton.preprocessing.mel import mel_windows
 from lipsync_triton.preprocessing.crops import crop_face
 from lipsync_triton.preprocessing.faces import Letterbox
 from lipsync_triton.samples import DEMO_TEXT, presenter_frames, write_presenter_clip, write_speech
@@ -26,7 +26,7 @@ PRESENTER_FACE_BOX = np.array([560, 120, 760, 360])
 def model_inputs(work: Path, samples: int = 8) -> dict[str, list[dict[str, np.ndarray]]]:
     """{model: [ {input name: array without batch axis}, ... ]} from real speech and frames."""
     speech = write_speech(work / "perf_speech.wav")
-    windows, n = mel_windows(melspectrogram(load_audio(speech)), 25.0)
+    windows, n = mel_windows(load_mel(speech), 25.0)
     frames = list(presenter_frames(samples / 25.0, 25.0, 1280, 720))
     pick = np.linspace(0, n - 1, samples).astype(int)
     letterbox = Letterbox(384, 640)
