@@ -1,7 +1,9 @@
 """Face boxes for the presenter frames a job uses, detected through Triton (or read from the presenter
-cache): batched requests in flight, one person followed over time, then gap filling, smoothing, pads."""
+cache): batched requests in flight, one person followed over time, then gap filling, smoothing, pads.
+Detection runs beside generation (see box_stream)."""
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -10,11 +12,12 @@ from lipsync_triton import log
 from lipsync_triton.preprocessing.faces import (SCORE_THRESHOLD, FaceFollower, FaceSelector, Letterbox, faces_from_candidates,
                                                 fill_missing, pad_and_clip, smooth)
 from lipsync_triton.preprocessing.video import FrameSource, FrameTransform
-from .in_flight import InFlight
+from .box_stream import DetectionLog, StreamedBoxes
+from .in_flight import InFlight, JobCancel
 from .presenter_cache import CachedDetections, PresenterCache
 from .progress import ProgressCallback
 from .stage_timer import StageTimer
-from .triton_client import DETECTOR_MODEL, TritonPool
+from .triton_client import DETECTOR_MODEL, Cancelled, TritonPool
 
 SMOOTH_WINDOW = 5  # the reference's forward-looking mean: box i needs frames i..i+4
 DETECTOR_OUTPUTS = ["scores", "boxes"]
@@ -33,50 +36,97 @@ class TrackingSpec:
     pads: tuple[int, int, int, int]
     smooth: bool
     threshold: float = SCORE_THRESHOLD
+    detect_every: int = 1  # detect frames 0, k, 2k, ...; boxes between two detections are interpolated
 
     def cache_key_fields(self) -> dict:
         return asdict(self)
 
 
+class FixedBoxes:
+    """Boxes known up front: a fixed --box, a still image, a presenter-cache hit."""
+
+    def __init__(self, boxes: np.ndarray):
+        self.array = boxes
+
+    def box(self, index: int) -> np.ndarray:
+        return self.array[index % len(self.array)]  # one row for --box or a still image
+
+
 @dataclass
 class TrackResult:
-    boxes: np.ndarray  # int32 [N, 4] x1,y1,x2,y2 after pads, smoothing and clipping, for source frames 0..N-1
-    filled: int  # frames without the followed face that reuse the nearest box
+    boxes: FixedBoxes | StreamedBoxes  # .box(source frame index) -> int x1,y1,x2,y2
     cache_hit: bool
-    detector_requests: int
+    filled: int = 0  # frames without the followed face that reuse the nearest box (final after `finish`)
+    detector_requests: int = 0
+    _thread: threading.Thread | None = None
+    _stop: threading.Event | None = None
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.boxes.log.error if isinstance(self.boxes, StreamedBoxes) else None
+
+    def finish(self) -> None:
+        """Wait for background detection (it may go on past the frames generation needed, to fill
+        the cache); raise its error."""
+        if self._thread is not None:
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _detect(source: FrameSource, pool: TritonPool, spec: TrackingSpec, limit: int | None, batch_size: int,
-            flight: InFlight, timer: StageTimer, progress: ProgressCallback | None) -> tuple[np.ndarray, int]:
-    """The followed face's raw box per decoded frame (NaN rows where absent), for at most `limit` frames."""
+            flight: InFlight, timer: StageTimer, progress: ProgressCallback | None, sink: DetectionLog,
+            stop: threading.Event | None = None) -> int:
+    """The followed face's raw box per decoded frame into `sink`, for at most `limit` frames; returns
+    the number of detector requests.
+
+    Only every `spec.detect_every`-th frame goes to the detector (the last decoded frame too, so the
+    tail is interpolated, not extrapolated); a presenter's head moves little in 2-3 frames at 25 fps
+    and the 5-frame smoothing averages more than that."""
     letterbox = Letterbox(*spec.detector_size)
     follower = FaceFollower(FaceSelector.parse(spec.select))
     total = limit or source.info.frames or 0
+    step = max(1, spec.detect_every)
 
     def requests():
-        images, scales = [], []
-        for frame in timer.timed_iter("decode", source.frames(ring=2, limit=limit)):  # letterbox copies at once
-            with timer.stage("detect"):
-                image, scale = letterbox.apply(frame)
-            images.append(image)
-            scales.append(scale)
-            if len(images) == batch_size:
-                yield (DETECTOR_MODEL, {"image": np.stack(images)}, DETECTOR_OUTPUTS), scales
-                images, scales = [], []
-        if images:
-            yield (DETECTOR_MODEL, {"image": np.stack(images)}, DETECTOR_OUTPUTS), scales
+        images, indices, scales = [], [], []
 
-    raw: list[np.ndarray] = []
+        def add(frame: np.ndarray, index: int) -> None:
+            with timer.stage("detect"):
+                image, scale = letterbox.apply(frame)  # a copy: the ring reuses the frame
+            images.append(image), indices.append(index), scales.append(scale)
+
+        skipped = None  # the newest skipped frame: still valid after the loop (the ring holds two)
+        for index, frame in enumerate(source.frames(ring=2, limit=limit)):
+            if stop is not None and stop.is_set():
+                raise Cancelled("face detection stopped")
+            if index % step:
+                skipped = (index, frame)
+                continue
+            skipped = None
+            add(frame, index)
+            if len(images) == batch_size:
+                yield (DETECTOR_MODEL, {"image": np.stack(images)}, DETECTOR_OUTPUTS), (indices, scales)
+                images, indices, scales = [], [], []
+        if skipped is not None:  # the final frame: detect it so the tail is interpolated
+            add(skipped[1], skipped[0])
+        if images:
+            yield (DETECTOR_MODEL, {"image": np.stack(images)}, DETECTOR_OUTPUTS), (indices, scales)
+
     n_requests = 0
-    for scales, out in flight.map(pool.infer, requests()):
+    for (indices, scales), out in flight.map(pool.infer, requests()):
         n_requests += 1
-        for scores, boxes, scale in zip(out["scores"], out["boxes"], scales):
-            chosen = follower.next(faces_from_candidates(scores, boxes, scale, spec.threshold))
-            raw.append(np.full(4, np.nan, np.float32) if chosen is None else np.asarray(chosen, np.float32))
+        for index, scores, boxes, scale in zip(indices, out["scores"], out["boxes"], scales):
+            sink.add(index, follower.next(faces_from_candidates(scores, boxes, scale, spec.threshold)))
         if progress:
-            progress(len(raw), max(total, len(raw)))
-    timer.add("detect", flight.wait_seconds)
-    return np.stack(raw) if raw else np.zeros((0, 4), np.float32), n_requests
+            progress(indices[-1] + 1, max(total, indices[-1] + 1))
+    return n_requests
 
 
 def boxes_from_detections(raw: np.ndarray, spec: TrackingSpec, width: int, height: int, source: str) -> tuple[np.ndarray, int]:
@@ -88,25 +138,43 @@ def boxes_from_detections(raw: np.ndarray, spec: TrackingSpec, width: int, heigh
 
 
 def track_faces(source: FrameSource, pool: TritonPool, spec: TrackingSpec, *, frames_needed: int, batch_size: int,
-                flight: InFlight, cache: PresenterCache | None, timer: StageTimer, whole_video: bool = False,
+                in_flight: int, cancel: JobCancel, cache: PresenterCache | None, timer: StageTimer, whole_video: bool = False,
                 progress: ProgressCallback | None = None) -> TrackResult:
     """Boxes for source frames 0..frames_needed-1 (fewer when the video is shorter; a job loops it).
 
-    Only the frames the audio uses are detected (plus the smoothing look-ahead), unless
-    `whole_video` fills the presenter cache for every later speech on purpose."""
+    A presenter-cache hit returns at once. Otherwise detection runs in a background thread on its
+    own decode, and `result.boxes.box(i)` hands generation each frame's box as soon as the frames it
+    depends on are detected, so detection and generation overlap. Only the frames the audio uses
+    are detected (plus the smoothing look-ahead), unless `whole_video` fills the presenter cache
+    for every later speech on purpose. Call `finish()` after generation (or `abort()` on failure)."""
     limit = None if whole_video or source.still else frames_needed + SMOOTH_WINDOW - 1
     key = cache.key(source.path, spec.cache_key_fields()) if cache is not None else None
     entry = cache.load(key) if cache is not None else None
-    hit = entry is not None and entry.covers(limit)
-    requests = 0
-    if hit:
+    if entry is not None and entry.covers(limit):
         log.event("presenter_cache", status="hit", key=key, frames=len(entry.raw))
-    else:
-        raw, requests = _detect(source, pool, spec, limit, batch_size, flight, timer, progress)
-        entry = CachedDetections(raw, complete=limit is None or len(raw) < limit)
-        if cache is not None:
-            cache.store(key, entry)
-            log.event("presenter_cache", status="stored", key=key, frames=len(raw), complete=entry.complete)
-    boxes, filled = boxes_from_detections(entry.raw, spec, source.width, source.height, str(source.path))
-    log.event("faces_tracked", frames=len(boxes), filled=filled, detector_requests=requests)
-    return TrackResult(boxes, filled, hit, requests)
+        boxes, filled = boxes_from_detections(entry.raw, spec, source.width, source.height, str(source.path))
+        return TrackResult(FixedBoxes(boxes), True, filled)
+    detections = DetectionLog()
+    streamed = StreamedBoxes(detections, SMOOTH_WINDOW if spec.smooth else 1, spec.pads, source.width, source.height,
+                             str(source.path), cancel)
+    stop = threading.Event()
+    result = TrackResult(streamed, False, _stop=stop)
+
+    def run() -> None:
+        try:
+            with InFlight(in_flight, cancel, "detect") as flight:
+                result.detector_requests = _detect(source, pool, spec, limit, batch_size, flight, timer, progress, detections, stop)
+            raw = detections.raw()
+            result.filled = int(np.isnan(raw).any(axis=1).sum())
+            if cache is not None and len(raw):
+                stored = CachedDetections(raw, complete=limit is None or len(raw) < limit)
+                cache.store(key, stored)
+                log.event("presenter_cache", status="stored", key=key, frames=len(raw), complete=stored.complete)
+            log.event("faces_tracked", frames=len(raw), filled=result.filled, detector_requests=result.detector_requests)
+            detections.finish()
+        except BaseException as exc:  # handed to the generating thread through box()/finish()
+            detections.finish(exc)
+
+    result._thread = threading.Thread(target=run, name="face-tracking", daemon=True)
+    result._thread.start()
+    return result

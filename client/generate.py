@@ -22,7 +22,7 @@ from lipsync_triton.preprocessing.mel import MEL_WINDOW, mel_window_starts
 from lipsync_triton.preprocessing.crops import crop_face, paste_face
 from lipsync_triton.preprocessing.faces import FaceSelector
 from lipsync_triton.preprocessing.video import FrameSource, FrameTransform
-from .face_tracking import TrackingSpec, TrackResult, track_faces
+from .face_tracking import FixedBoxes, TrackingSpec, TrackResult, track_faces
 from .in_flight import InFlight, JobCancel
 from .mp4_writer import Mp4Writer
 from .presenter_cache import PresenterCache
@@ -44,6 +44,7 @@ class GenerateOptions:
     static: bool = False
     fps: float = 25.0  # for still images
     face_det_batch_size: int = 8
+    detect_every: int = 2  # detect every k-th frame, interpolate between (1 = every frame, as the reference)
     wav2lip_batch_size: int = 16
     face_select: str = "largest"
     blend: bool = True  # soft paste over the lower face; False = the reference's hard box paste
@@ -83,6 +84,8 @@ def _validate(opts: GenerateOptions) -> None:
         raise LipsyncError("batch sizes must be >= 1")
     if opts.fps <= 0:
         raise LipsyncError(f"--fps must be positive, got {opts.fps}")
+    if opts.detect_every < 1:
+        raise LipsyncError(f"--detect-every must be >= 1, got {opts.detect_every}")
     if opts.in_flight < 1:
         raise LipsyncError("--in-flight must be >= 1")
 
@@ -95,18 +98,18 @@ def _fixed_box(opts: GenerateOptions, source: FrameSource) -> np.ndarray:
 
 
 def _track(opts: GenerateOptions, source: FrameSource, pool: TritonPool, models: dict, n_frames: int, selector: FaceSelector,
-           transform: FrameTransform, timer: StageTimer, progress: ProgressCallback | None) -> TrackResult:
+           transform: FrameTransform, cancel: JobCancel, timer: StageTimer, progress: ProgressCallback | None) -> TrackResult:
     """The face box of every presenter frame the job uses: the fixed --box, or the followed face."""
     if opts.box:
-        return TrackResult(_fixed_box(opts, source), 0, False, 0)
+        return TrackResult(FixedBoxes(_fixed_box(opts, source)), False)
     detector = models[DETECTOR_MODEL]
     spec = TrackingSpec(detector=detector.identity, detector_size=tuple(detector.input_dims["image"][:2]), transform=transform,
-                        static=source.still, select=selector.key(), pads=tuple(opts.pads), smooth=not opts.nosmooth)
-    with InFlight(opts.in_flight, pool.cancel, "detect") as flight:
-        return track_faces(source, pool, spec, frames_needed=n_frames,
-                           batch_size=min(opts.face_det_batch_size, detector.max_batch_size or opts.face_det_batch_size),
-                           flight=flight, cache=PresenterCache(opts.cache_dir) if opts.use_cache else None, timer=timer,
-                           whole_video=opts.cache_whole_video, progress=progress)
+                        static=source.still, select=selector.key(), pads=tuple(opts.pads), smooth=not opts.nosmooth,
+                        detect_every=1 if source.still else opts.detect_every)
+    return track_faces(source, pool, spec, frames_needed=n_frames,
+                       batch_size=min(opts.face_det_batch_size, detector.max_batch_size or opts.face_det_batch_size),
+                       in_flight=opts.in_flight, cancel=cancel, cache=PresenterCache(opts.cache_dir) if opts.use_cache else None,
+                       timer=timer, whole_video=opts.cache_whole_video, progress=progress)
 
 
 def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: list[str] | str,
@@ -137,8 +140,7 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
     max_batch = models[WAV2LIP_MODEL].max_batch_size
     batch_size = min(opts.wav2lip_batch_size, max_batch) if max_batch else opts.wav2lip_batch_size
 
-    tracked = _track(opts, source, pool, models, n_frames, selector, transform, timer, detect_progress)
-    boxes = tracked.boxes
+    tracked = _track(opts, source, pool, models, n_frames, selector, transform, job_cancel, timer, detect_progress)
 
     def wav2lip_requests():
         """Decode -> crop -> batch: ((infer args), (frames, boxes)) per batch of frames."""
@@ -149,7 +151,8 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
         for frame_index, (src_index, frame) in enumerate(timer.timed_iter("decode", source.looped(n_frames, ring=ring))):
             if job_cancel.is_set():
                 raise Cancelled("job cancelled")
-            box = boxes[src_index % len(boxes)]  # one row for --box or a still image
+            with timer.stage("detect"):  # waits only while detection is behind this frame
+                box = tracked.boxes.box(src_index)
             with timer.stage("paste"):
                 crops.append(crop_face(frame, box))
             mels.append(mel[:, starts[frame_index]:starts[frame_index] + MEL_WINDOW])
@@ -176,10 +179,16 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
             timer.add("generate", flight.wait_seconds)
         if done != n_frames:
             raise LipsyncError(f"{face} produced {done} of {n_frames} frames; the video may be truncated")
+        tracked.finish()
         with timer.stage("encode"):
             writer.close()
-    except BaseException:
+    except BaseException as exc:
         writer.abort()
+        job_cancel.set()  # background detection stops too
+        tracked.abort()
+        first = tracked.error
+        if isinstance(exc, Cancelled) and first is not None and not isinstance(first, Cancelled):
+            raise first from None  # detection failed first and stopped the job: say why
         raise
     seconds = time.monotonic() - started
     result = GenerateResult(

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 
 from lipsync_triton import log
+from lipsync_triton.client.generate import GenerateOptions
 from lipsync_triton.client.triton_client import WAV2LIP_MODEL, TritonPool
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.serving.server import TritonServer
@@ -44,9 +45,12 @@ def generator_ceiling(url: str, inputs: list[dict], batches: list[int], seconds:
     return rates
 
 
-def run_job(face: Path, audio: Path, outfile: Path, url: str, cache_dir: Path, use_cache: bool, fps: float = 25.0) -> dict:
+def run_job(face: Path, audio: Path, outfile: Path, url: str, cache_dir: Path, use_cache: bool, fps: float = 25.0,
+            detect_every: int | None = None) -> dict:
     cmd = [sys.executable, "-m", "lipsync_triton.perf.e2e_worker", "--face", str(face), "--audio", str(audio),
            "--outfile", str(outfile), "--url", url, "--cache-dir", str(cache_dir), "--fps", str(fps)]
+    if detect_every:
+        cmd += ["--detect-every", str(detect_every)]
     if not use_cache:
         cmd.append("--no-cache")
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -104,6 +108,7 @@ def run_e2e_bench(out: Path, repository: Path | None = None, tiny: bool = False,
                 results["runs"].append(job)
                 log.event("e2e", seconds=secs, cache=use_cache, fps=job["frames_per_second"],
                           efficiency=job["pipeline_efficiency"], client_rss_mb=job["client_peak_rss_mb"])
+        results["detect_stride"] = detect_stride_comparison(results, server.grpc_url, work, best)
         results["lectures"] = []
         for minutes in plan["lecture_minutes"]:
             photo, speech = lecture_workload(work / "media", minutes)
@@ -122,6 +127,18 @@ def run_e2e_bench(out: Path, repository: Path | None = None, tiny: bool = False,
     (out / "e2e.json").write_text(json.dumps(results, indent=2) + "\n")
     print(e2e_table(results))
     return results
+
+
+def detect_stride_comparison(results: dict, url: str, work: Path, ceiling: float) -> dict:
+    """The shortest clip without the cache again, detecting every frame (the reference's way): the
+    no-cache efficiency of the default stride against it, in the same run."""
+    first = next(r for r in results["runs"] if not r["presenter_cache"])
+    secs = first["seconds_of_video"]
+    clip, speech = e2e_workload(work / "media", secs, *results["size"])
+    job = run_job(clip, speech, work / "out_every_frame.mp4", url, work / "cache_every_frame", False, detect_every=1)
+    return {"seconds_of_video": secs, "default_stride_per_s": first["frames_per_second"], "every_frame_per_s": job["frames_per_second"],
+            "every_frame_efficiency": round(job["frames_per_second"] / ceiling, 3),
+            "ratio": round(first["frames_per_second"] / job["frames_per_second"], 3)}
 
 
 def compare_runtime_e2e(results: dict, repository: Path, work: Path) -> dict:
@@ -153,6 +170,9 @@ def e2e_table(results: dict) -> str:
     lines += [f"| {r['minutes']:g} | {r['frames']} | {r['seconds']} | {r['client_peak_rss_mb']} |" for r in results["lectures"]]
     lecture = results["lecture_rss_ratio"]
     lines += [f"client peak RSS lecture {lecture['long_min']:g} min / {lecture['short_min']:g} min: {lecture['ratio']}"]
+    ds = results["detect_stride"]
+    lines += ["", f"{ds['seconds_of_video']:g} s clip, no cache: detecting every {GenerateOptions.detect_every} frames {ds['default_stride_per_s']} frames/s vs "
+              f"every frame {ds['every_frame_per_s']} (efficiency {ds['every_frame_efficiency']}): ratio {ds['ratio']}"]
     rc = results["runtime_comparison"]
     lines += ["", f"{rc['seconds_of_video']:g} s clip, cache hit: this repository {rc['repository_per_s']} frames/s vs the same models on "
               f"ONNX Runtime {rc['onnxruntime_per_s']} frames/s: ratio {rc['ratio']}"]

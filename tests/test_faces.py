@@ -139,3 +139,56 @@ def test_blend_weight_covers_mouth_chin_and_jaw_not_the_upper_face():
     assert region(0.55, 0.85, 0.04, 0.12).min() >= 0.5 and region(0.55, 0.85, 0.88, 0.96).min() >= 0.5  # jaw sides
     assert region(0.0, 0.4, 0.0, 1.0).max() <= 0.1  # upper 40%: nose and eyes stay the original
     assert mask[-1].max() < 0.5 and mask[:, 0].max() < 0.5  # feathered at the box edges
+
+
+def test_streamed_boxes_are_final_as_soon_as_given_and_equal_the_whole_video_computation():
+    """Generation takes each box while detection still runs: a box handed out early must be exactly
+    what gap filling + smoothing over the finished video gives (random gaps, strides, smoothing)."""
+    from lipsync_triton.client.box_stream import DetectionLog, StreamedBoxes
+    from lipsync_triton.client.face_tracking import TrackingSpec, boxes_from_detections
+    from lipsync_triton.preprocessing.video import FrameTransform
+
+    rng = np.random.default_rng(0)
+    early = 0
+    for _ in range(200):
+        n, step = int(rng.integers(1, 40)), int(rng.integers(1, 4))
+        truth = rng.uniform(0, 300, (n, 4)).astype(np.float32)
+        truth[:, 2:] += 50
+        miss = rng.random(n) < rng.choice([0.0, 0.3, 0.7])
+        detected = sorted(set(range(0, n, step)) | {n - 1})  # the final frame is always detected
+        if all(miss[i] for i in detected):
+            miss[detected[0]] = False  # at least one face
+        smooth = bool(rng.integers(0, 2))
+        spec = TrackingSpec("d", (384, 640), FrameTransform(), False, "largest", (0, 10, 0, 0), smooth, detect_every=step)
+        log = DetectionLog()
+        stream = StreamedBoxes(log, 5 if smooth else 1, spec.pads, 400, 400, "clip")
+        given = {}
+        for i in detected:
+            log.add(i, None if miss[i] else truth[i])
+            for k in set(range(n)) - set(given):
+                box = stream._determined(k)
+                if box is not None:
+                    given[k] = box
+        early += len(given)
+        log.finish()
+        final = boxes_from_detections(log.raw(), spec, 400, 400, "clip")[0]
+        for k in range(n):
+            np.testing.assert_array_equal(given.get(k, stream.box(k)), final[k])
+        # interpolation: a skipped frame between two faces lies on the line between them
+        for a, b in zip(detected[:-1], detected[1:]):
+            if b - a > 1 and not miss[a] and not miss[b]:
+                np.testing.assert_allclose(log.raw()[a + 1], truth[a] + (truth[b] - truth[a]) / (b - a), rtol=1e-5)
+    assert early > 1000  # most boxes are handed out before detection ends
+
+
+def test_streamed_boxes_without_any_face_fail_with_the_one_line_error():
+    from lipsync_triton.client.box_stream import DetectionLog, StreamedBoxes
+
+    log = DetectionLog()
+    for i in range(6):
+        log.add(i, None)
+    stream = StreamedBoxes(log, 5, (0, 10, 0, 0), 400, 400, "clip.mp4")
+    assert stream._determined(0) is None  # a face may still come
+    log.finish()
+    with pytest.raises(LipsyncError, match="no face found in any frame of clip.mp4"):
+        stream.box(0)

@@ -122,9 +122,12 @@ def test_frames_without_a_face_reuse_the_nearest_box(triton, media, tmp_path):
     for i, frame in enumerate(presenter_frames(2.0, 25, 640, 360)):
         writer.write(np.full_like(frame, 90) if 10 <= i < 20 else frame)
     writer.close()
-    summary = generate_cli(triton, clip, media["speech"], tmp_path / "gap_out.mp4", "--no-cache")
+    summary = generate_cli(triton, clip, media["speech"], tmp_path / "gap_out.mp4", "--no-cache", "--detect-every", "1")
     assert summary["frames_without_face"] == 10
     assert (tmp_path / "gap_out.mp4").is_file()
+    # Every 2nd frame: frame 9 lies between a face (8) and none (10), so it is filled too.
+    summary = generate_cli(triton, clip, media["speech"], tmp_path / "gap_out2.mp4", "--no-cache", "--detect-every", "2")
+    assert summary["frames_without_face"] == 11
 
 
 def test_python_api_with_progress_and_cancellation(triton, media, tmp_path):
@@ -257,9 +260,13 @@ def test_only_the_frames_the_audio_uses_are_detected(triton, media, tmp_path):
     assert summary["cache_hit"] is False and detected <= summary["frames"] + 4  # + the smoothing look-ahead
     # The same speech again: the stored prefix covers it.
     assert generate_cli(triton, clip, speech, tmp_path / "b.mp4", "--cache-dir", cache)["cache_hit"] is True
-    # Filling the cache on purpose detects every frame; any later speech then hits.
+    # Filling the cache on purpose detects the whole video (every 2nd frame by default, and the last
+    # one); any later speech then hits.
     before = detector_count(triton)
     generate_cli(triton, clip, speech, tmp_path / "c.mp4", "--cache-dir", cache, "--cache-whole-video")
+    assert detector_count(triton) - before == 101
+    before = detector_count(triton)
+    generate_cli(triton, clip, speech, tmp_path / "d.mp4", "--no-cache", "--cache-whole-video", "--detect-every", "1")
     assert detector_count(triton) - before == 200
 
 
