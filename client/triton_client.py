@@ -27,6 +27,13 @@ MODEL_SHA256_PARAMETER = "model_sha256"  # written by `lipsync export` into ever
 _NUMPY_TO_TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.uint8): "UINT8"}
 
 
+class ServerUnavailable(LipsyncError):
+    """No Triton server could serve the job (down, restarting, models not loaded) within the retry
+    budget: a transient failure that a job service retries later, unlike bad input."""
+
+    exit_code = 3
+
+
 class Cancelled(LipsyncError):
     """The caller cancelled the job (its cancel event was set)."""
 
@@ -97,7 +104,7 @@ class TritonPool:
             reachable.append(url)
         if not reachable:
             hint = "" if any("no ready model" in p for p in problems) else "; start one with `lipsync serve`"
-            raise LipsyncError("; ".join(problems) + hint)
+            raise ServerUnavailable("; ".join(problems) + hint)
         if len(reachable) < len(self.urls):
             log.event("servers_degraded", usable=",".join(reachable), problems="; ".join(problems))
         self.urls = reachable
@@ -141,7 +148,8 @@ class TritonPool:
                 retryable = any(code in status for code in RETRYABLE) or "Socket closed" in (exc.message() or "")
                 if not retryable or time.monotonic() + delay > deadline:
                     detail = (exc.message() or status).splitlines()[0][:200]
-                    raise LipsyncError(f"inference on {model} at {url} failed: {detail}") from None
+                    error = ServerUnavailable if retryable else LipsyncError
+                    raise error(f"inference on {model} at {url} failed: {detail}") from None
                 log.event("retry", model=model, url=url, status=status, wait_s=round(delay, 2))
                 if self.cancel.wait(delay):
                     raise Cancelled("job cancelled") from None

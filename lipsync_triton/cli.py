@@ -1,4 +1,4 @@
-"""`lipsync` command: export | serve | generate | demo | perf."""
+"""`lipsync` command: export | serve | generate | demo | perf | api | worker | batch | retention."""
 from __future__ import annotations
 
 import argparse
@@ -199,12 +199,88 @@ def _run_perf(args) -> int:
     return 0
 
 
+def _add_api(sub) -> None:
+    p = sub.add_parser("api", help="the job service: REST API (/docs), web UI (/ui) and workers")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--triton-url", action="append", dest="triton_urls", metavar="HOST:PORT",
+                   help="Triton gRPC endpoint (repeat; default LIPSYNC_TRITON_URLS or 127.0.0.1:8001)")
+    p.add_argument("--model-repository", type=Path, help="start the embedded tritonserver on this repository too")
+    p.add_argument("--workers", type=int, help="worker processes to start beside the API (default LIPSYNC_WORKER_PROCESSES)")
+
+
+def _run_api(args) -> int:
+    from lipsync_triton.service.processes import run_api
+
+    return run_api(args.host, args.port, args.triton_urls, args.model_repository, args.workers)
+
+
+def _add_worker(sub) -> None:
+    p = sub.add_parser("worker", help="a job worker process (run several, on other machines too)")
+    p.add_argument("--threads", type=int, help="jobs at once (default LIPSYNC_WORKERS)")
+
+
+def _run_worker(args) -> int:
+    from lipsync_triton.service.processes import run_worker
+
+    return run_worker(args.threads)
+
+
+def _add_batch(sub) -> None:
+    p = sub.add_parser("batch", help="run a CSV manifest of jobs to completion, resumable; exit 0 when all succeeded")
+    p.add_argument("--manifest", type=Path, required=True, help="CSV: face,audio[,name][,option columns]")
+    p.add_argument("--out", required=True, help="folder or s3://bucket/prefix for results and per-item status files")
+    p.add_argument("--url", action="append", dest="urls", metavar="HOST:PORT", help="Triton gRPC endpoint (repeat)")
+    p.add_argument("--model-repository", type=Path, help="start the embedded tritonserver on this repository for the run")
+    p.add_argument("--concurrency", type=int, default=2, help="items at once (they share the Triton server)")
+    p.add_argument("--s3-endpoint-url", default="", help="S3-compatible endpoint for s3:// inputs and output")
+
+
+def _run_batch(args) -> int:
+    from contextlib import ExitStack
+
+    from lipsync_triton.service.batch_job import BatchRun
+
+    with ExitStack() as stack, signals_cancel() as (cancel, received):
+        urls = args.urls or ["127.0.0.1:8001"]
+        if args.model_repository:
+            from lipsync_triton.serving.server import TritonServer
+
+            urls = [stack.enter_context(TritonServer(args.model_repository)).grpc_url]
+        summary = BatchRun(args.manifest, args.out, urls, args.concurrency, args.s3_endpoint_url, cancel).run()
+    if received:
+        raise LipsyncInterrupted(f"interrupted by {received[0]}; finished items are kept, run again to resume")
+    print(f"batch: {summary['succeeded']} of {summary['items']} succeeded ({summary['skipped']} from an earlier run), "
+          f"{summary['failed']} failed", file=sys.stderr)
+    return 0 if summary["succeeded"] == summary["items"] else 1
+
+
+def _add_retention(sub) -> None:
+    p = sub.add_parser("retention", help="delete job files older than the retention period and mark the jobs expired")
+    p.add_argument("--days", type=float, help="default LIPSYNC_RETENTION_DAYS (7)")
+
+
+def _run_retention(args) -> int:
+    from lipsync_triton.service.db import migrate
+    from lipsync_triton.service.retention import expire_old
+    from lipsync_triton.service.settings import get_settings
+
+    settings = get_settings()
+    migrate(settings.database)
+    print(expire_old(settings, args.days))
+    return 0
+
+
 COMMANDS = {
     "perf": (_add_perf, _run_perf),
     "export": (_add_export, _run_export),
     "serve": (_add_serve, _run_serve),
     "generate": (_add_generate, _run_generate),
     "demo": (_add_demo, _run_demo),
+    "api": (_add_api, _run_api),
+    "worker": (_add_worker, _run_worker),
+    "batch": (_add_batch, _run_batch),
+    "retention": (_add_retention, _run_retention),
 }
 
 
@@ -222,7 +298,7 @@ def _interrupt(signum, _frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command not in ("serve", "generate"):  # serve forwards signals itself; generate cancels
+    if args.command not in ("serve", "generate", "api", "worker", "batch"):  # these handle signals themselves
         # SIGTERM (docker stop, a job runner) unwinds like Ctrl-C: requests stop, partial files go.
         signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -148,12 +148,15 @@ class TritonServer:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.http}"
 
-    def start(self, timeout: float = 300.0) -> "TritonServer":
+    def start(self, timeout: float = 300.0, wait: bool = True) -> "TritonServer":
+        """Start tritonserver; with `wait`, return once READY (else at once: callers poll readiness)."""
         cmd, env = server_command(self.repository, self.ports)
         self.proc = subprocess.Popen(guarded_server(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1, process_group=0)
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()
+        if not wait:
+            return self
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

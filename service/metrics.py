@@ -1,0 +1,62 @@
+"""Prometheus metrics, computed from the job table at scrape time (workers run in other processes,
+so the database is the one place that sees every job): jobs by state and tenant, run and queue
+durations, queue depth, frames/s of recent jobs."""
+from __future__ import annotations
+
+import datetime as dt
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
+from sqlalchemy import func, select
+
+from .db import Job, session_scope, utcnow
+from .settings import Settings
+
+RECENT = dt.timedelta(minutes=10)
+
+
+class JobCollector:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def collect(self):
+        by_state = GaugeMetricFamily("lipsync_jobs", "Jobs by state and tenant", labels=["tenant", "status"])
+        run = SummaryMetricFamily("lipsync_job_run_seconds", "Run time of finished jobs", labels=["tenant"])
+        wait = SummaryMetricFamily("lipsync_job_queue_seconds", "Time finished jobs waited in the queue", labels=["tenant"])
+        depth = GaugeMetricFamily("lipsync_queue_depth", "Tasks waiting in the queue")
+        fps = GaugeMetricFamily("lipsync_frames_per_second", "Frames generated per second of job run time, jobs finished in the last 10 minutes")
+        with session_scope(self.settings.database) as s:
+            for tenant, status, count in s.execute(select(Job.tenant, Job.status, func.count()).group_by(Job.tenant, Job.status)):
+                by_state.add_metric([tenant, status], count)
+            finished = s.execute(select(Job.tenant, Job.created_at, Job.started_at, Job.finished_at, Job.frames)
+                                 .where(Job.status == "succeeded")).all()
+        sums: dict[str, list[float]] = {}
+        frames = seconds = 0.0
+        cutoff = utcnow() - RECENT
+        for tenant, created, started, finished_at, n_frames in finished:
+            if not (started and finished_at):
+                continue
+            entry = sums.setdefault(tenant, [0, 0.0, 0.0])
+            entry[0] += 1
+            entry[1] += (finished_at - started).total_seconds()
+            entry[2] += (started - created).total_seconds()
+            if finished_at >= cutoff and n_frames:
+                frames += n_frames
+                seconds += (finished_at - started).total_seconds()
+        for tenant, (count, run_s, wait_s) in sums.items():
+            run.add_metric([tenant], count, run_s)
+            wait.add_metric([tenant], count, wait_s)
+        try:
+            from .queue import queue_depth
+
+            depth.add_metric([], queue_depth())
+        except Exception:
+            pass
+        fps.add_metric([], frames / seconds if seconds else 0.0)
+        yield from (by_state, run, wait, depth, fps)
+
+
+def registry_for(settings: Settings) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(JobCollector(settings))
+    return registry

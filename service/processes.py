@@ -1,0 +1,151 @@
+"""`lipsync api` and `lipsync worker`: the service's processes.
+
+`lipsync api` runs the REST API and web UI (uvicorn) in the main process and starts its worker
+processes (and, with --model-repository, the embedded tritonserver) as children that get SIGTERM
+if it dies. A worker runs jobs on threads from the Huey queue, waits for Triton's models before
+taking work, re-queues jobs whose worker died (no heartbeat), and on shutdown hands its running
+jobs back to the queue."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from lipsync_triton import log
+from lipsync_triton.process_guard import guarded_server
+from .settings import get_settings
+from .tenants import Tenants, is_loopback
+
+MODEL_WAIT_LOG_S = 10.0
+
+
+def _apply_overrides(triton_urls: list[str] | None) -> None:
+    if triton_urls:
+        os.environ["LIPSYNC_TRITON_URLS"] = ",".join(triton_urls)
+    os.environ.setdefault("LIPSYNC_LOG_FORMAT", "json")
+    log.set_format(os.environ["LIPSYNC_LOG_FORMAT"])
+    get_settings.cache_clear()
+
+
+def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_repository: Path | None = None,
+            worker_processes: int | None = None) -> int:
+    import uvicorn
+
+    from .api import create_app
+    from .db import migrate
+
+    server = None
+    if model_repository is not None:
+        from lipsync_triton.serving.server import TritonServer
+
+        server = TritonServer(model_repository, log_path=None).start(wait=False)  # the UI says "model initialising"
+        triton_urls = [server.grpc_url]
+    _apply_overrides(triton_urls)
+    settings = get_settings()
+    Tenants(settings).check_startup(host, settings.local_only)
+    migrate(settings.database)
+    count = settings.worker_processes if worker_processes is None else worker_processes
+    workers = [subprocess.Popen(guarded_server([sys.executable, "-m", "lipsync_triton.cli", "worker"]), process_group=0)
+               for _ in range(count)]
+    log.event("api_starting", host=host, port=port, workers=count, triton=",".join(settings.triton),
+              database=settings.database.split("://")[0], queue=settings.queue_url.split("://")[0] or "sqlite",
+              storage=settings.storage.split("://")[0] if "://" in settings.storage else "local")
+    loopback = host if is_loopback(host) else "127.0.0.1"
+    app = create_app(settings, api_base=f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else loopback}:{port}")
+    try:
+        _uvicorn_server()(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)).run()
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # running jobs go back to the queue at once
+        for proc in workers:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if server is not None:
+            server.stop()
+    log.event("api_stopped")
+    return 0
+
+
+def _uvicorn_server():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after shutting down, which would kill this process before it
+        stops its workers and tritonserver; here a signal only asks the server to exit (twice: at once)."""
+
+        @contextmanager
+        def capture_signals(self):
+            def handle(_signum, _frame) -> None:
+                self.force_exit = self.should_exit
+                self.should_exit = True
+
+            previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
+def _wait_for_models(stop: threading.Event) -> None:
+    from .readiness import triton_ready
+
+    last_log = 0.0
+    while not stop.is_set():
+        ok, detail = triton_ready(get_settings().triton)
+        if ok:
+            return
+        if time.monotonic() - last_log > MODEL_WAIT_LOG_S:
+            log.event("worker_waiting_for_models", detail=detail)
+            last_log = time.monotonic()
+        stop.wait(1.0)
+
+
+def _sweep_stale(stop: threading.Event) -> None:
+    from .retention import requeue_stale
+
+    settings = get_settings()
+    while not stop.wait(max(0.5, settings.stale_job_s / 3)):
+        try:
+            requeue_stale(settings)
+        except Exception as exc:  # a database restart: try again next sweep
+            log.event("stale_sweep_failed", error=str(exc).splitlines()[0][:200])
+
+
+def run_worker(threads: int | None = None) -> int:
+    from .db import migrate
+    from .queue import huey
+    from .runner import release_active_runs
+
+    _apply_overrides(None)
+    settings = get_settings()
+    migrate(settings.database)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    _wait_for_models(stop)
+    signal.signal(signal.SIGTERM, previous)
+    if stop.is_set():
+        return 0
+    sweeper = threading.Thread(target=_sweep_stale, args=(stop,), name="stale-sweep", daemon=True)
+    sweeper.start()
+    log.event("worker_started", threads=threads or settings.workers, pid=os.getpid())
+    consumer = huey.create_consumer(workers=threads or settings.workers, worker_type="thread", periodic=True,
+                                    initial_delay=0.1, backoff=1.15, max_delay=1.0, check_worker_health=True)
+    try:
+        consumer.run()
+    finally:
+        stop.set()
+        release_active_runs()
+        log.event("worker_stopped", pid=os.getpid())
+    return 0

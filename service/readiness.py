@@ -1,0 +1,53 @@
+"""What /readyz checks: Triton's models ready on at least one server, storage, queue and database reachable."""
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from lipsync_triton.client.triton_client import DETECTOR_MODEL, WAV2LIP_MODEL
+from .db import engine_for
+from .settings import Settings
+from .storage import Storage
+
+
+def triton_ready(urls: list[str]) -> tuple[bool, str]:
+    import tritonclient.grpc as grpcclient
+
+    problems = []
+    for url in urls:
+        try:
+            client = grpcclient.InferenceServerClient(url)
+            try:
+                missing = [m for m in (WAV2LIP_MODEL, DETECTOR_MODEL) if not client.is_model_ready(m, client_timeout=3)]
+            finally:
+                client.close()
+        except Exception as exc:  # any failure to ask means not ready
+            problems.append(f"{url}: {str(exc).splitlines()[0][:120] if str(exc) else 'unreachable'}")
+            continue
+        if not missing:
+            return True, "ready"
+        problems.append(f"{url}: model initialising ({', '.join(missing)})")
+    return False, "; ".join(problems) or "no Triton URL configured"
+
+
+def check_all(settings: Settings) -> dict[str, tuple[bool, str]]:
+    checks: dict[str, tuple[bool, str]] = {"triton": triton_ready(settings.triton)}
+    for name, probe in (("storage", lambda: Storage(settings.storage, settings.s3_endpoint_url).ping()),
+                        ("queue", _queue_ping),
+                        ("database", lambda: _db_ping(settings.database))):
+        try:
+            probe()
+            checks[name] = (True, "ok")
+        except Exception as exc:
+            checks[name] = (False, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+    return checks
+
+
+def _queue_ping() -> None:
+    from .queue import queue_depth
+
+    queue_depth()
+
+
+def _db_ping(url: str) -> None:
+    with engine_for(url).connect() as connection:
+        connection.execute(text("SELECT 1"))

@@ -1,0 +1,60 @@
+"""Service settings: environment variables `LIPSYNC_*`, optionally a settings file
+(`LIPSYNC_SETTINGS_FILE`, dotenv format). The README's table lists every field."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIPSYNC_", extra="ignore")
+
+    data_dir: Path = Field(Path("lipsync-data"), description="local state: SQLite job DB, embedded queue, files, presenter cache")
+    database_url: str = Field("", description="SQLAlchemy URL; default sqlite:///DATA_DIR/jobs.db (e.g. postgresql+psycopg://user@host/db)")
+    queue_url: str = Field("", description="'' = embedded SQLite queue in DATA_DIR; redis://host:6379/0 for Redis")
+    storage_url: str = Field("", description="where inputs and results live; default DATA_DIR/files; s3://bucket/prefix")
+    s3_endpoint_url: str = Field("", description="S3-compatible endpoint (MinIO, OBS); credentials from AWS_* variables")
+    triton_urls: str = Field("127.0.0.1:8001", description="Triton gRPC endpoints, comma-separated")
+    api_keys: str = Field("", description="'tenant:key,tenant2:key2' (plain keys)")
+    api_keys_file: Path | None = Field(None, description="file of 'tenant:sha256hex-of-key' lines (hashed keys)")
+    local_only: bool = Field(False, description="allow no API keys (one tenant 'local'); only on a loopback address")
+    workers: int = Field(2, description="jobs run at once per worker process (threads sharing the Triton server)")
+    worker_processes: int = Field(1, description="worker processes `lipsync api` starts beside itself (0 = none)")
+    max_upload_mb: float = Field(500.0, description="largest request body, enforced while it streams in")
+    max_media_seconds: float = Field(1800.0, description="longest presenter video or speech accepted")
+    max_active_jobs_per_tenant: int = Field(100, description="queued + running jobs a tenant may have; more -> 429")
+    retention_days: float = Field(7.0, description="inputs and results older than this are deleted, jobs marked expired")
+    job_retries: int = Field(2, description="re-runs of a job after a transient failure (server down, storage error)")
+    retry_delay_s: float = Field(5.0, description="wait before a retry")
+    stale_job_s: float = Field(60.0, description="a running job without a heartbeat for this long is re-queued (its worker died)")
+    webhook_hosts: str = Field("", description="hosts completion webhooks may call, comma-separated (none = webhooks off)")
+    webhook_secret: str = Field("", description="HMAC-SHA256 key for the X-Lipsync-Signature header")
+    triton_model_wait_s: float = Field(0.0, description="how long a job waits for the models to be ready before failing")
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'jobs.db').resolve()}"
+
+    @property
+    def storage(self) -> str:
+        return self.storage_url or str((self.data_dir / "files").resolve())
+
+    @property
+    def triton(self) -> list[str]:
+        return [u.strip() for u in self.triton_urls.split(",") if u.strip()]
+
+    @property
+    def allowed_webhook_hosts(self) -> set[str]:
+        return {h.strip().lower() for h in self.webhook_hosts.split(",") if h.strip()}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    env_file = os.environ.get("LIPSYNC_SETTINGS_FILE")
+    settings = Settings(_env_file=env_file) if env_file else Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings

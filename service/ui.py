@@ -1,0 +1,140 @@
+"""The web UI (Gradio, mounted at /ui): a single job and a batch, through the REST API itself, so it
+has exactly the API's checks, limits and tenancy (the key is entered once per page)."""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+import httpx
+from fastapi import FastAPI
+
+POLL_S = 1.0
+FINAL = ("succeeded", "failed", "cancelled", "expired")
+
+
+class ApiClient:
+    def __init__(self, base: str, key: str):
+        self.http = httpx.Client(base_url=base, timeout=httpx.Timeout(30.0, read=600.0),
+                                 headers={"Authorization": f"Bearer {key.strip()}"} if key and key.strip() else {})
+
+    def call(self, method: str, path: str, **kwargs) -> httpx.Response:
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text[:200]
+            raise gr.Error(f"{response.status_code}: {detail}")
+        return response
+
+    def download(self, path: str, suffix: str) -> str:
+        out = tempfile.NamedTemporaryFile(prefix="lipsync-ui-", suffix=suffix, delete=False)
+        with out, self.http.stream("GET", path) as response:
+            response.raise_for_status()
+            for chunk in response.iter_bytes(1 << 20):
+                out.write(chunk)
+        return out.name
+
+
+def _model_status(base: str) -> str:
+    try:
+        checks = httpx.get(f"{base}/readyz", timeout=10).json()["checks"]
+    except Exception:
+        return "Service starting..."
+    triton = checks.get("triton", {})
+    if not triton.get("ok"):
+        return "Model initialising: jobs wait in the queue until the models are ready."
+    problems = [f"{name}: {c['detail']}" for name, c in checks.items() if not c.get("ok")]
+    return "Not ready: " + "; ".join(problems) if problems else "Ready."
+
+
+def _options(pads: str, detect_every: float, hard_paste: bool) -> dict:
+    return {"pads": pads or "0 10 0 0", "detect_every": str(int(detect_every)), "hard_paste": str(hard_paste).lower()}
+
+
+def build_ui(base: str, local_only: bool) -> gr.Blocks:
+    with gr.Blocks(title="lipsync-triton") as ui:
+        gr.Markdown("# lipsync-triton\nA presenter video or photo + a speech track -> a lip-synced video.")
+        status = gr.Markdown(_model_status(base), elem_id="model-status")
+        key = gr.Textbox(label="API key", type="password", visible=not local_only, elem_id="api-key",
+                         placeholder="the key your administrator gave your team")
+        gr.Timer(3.0).tick(lambda: _model_status(base), outputs=status)
+
+        with gr.Tab("Single video"):
+            with gr.Row():
+                face = gr.File(label="Presenter video or photo", elem_id="face-file")
+                audio = gr.File(label="Speech", elem_id="audio-file")
+            with gr.Accordion("Options", open=False):
+                pads = gr.Textbox(label="Pads (top bottom left right)", value="0 10 0 0")
+                detect_every = gr.Slider(1, 5, value=2, step=1, label="Detect faces on every K-th frame")
+                hard_paste = gr.Checkbox(label="Paste the whole face box (no blending)")
+            submit = gr.Button("Generate", variant="primary", elem_id="submit")
+            progress = gr.Markdown(elem_id="job-progress")
+            video = gr.Video(label="Result", elem_id="result-video", interactive=False)
+            download = gr.File(label="Download", elem_id="result-file")
+
+            def run_single(key_text, face_file, audio_file, pads_text, every, hard):
+                if not face_file or not audio_file:
+                    raise gr.Error("Upload a presenter video or photo and a speech track.")
+                api = ApiClient(base, key_text)
+                with open(face_file, "rb") as f, open(audio_file, "rb") as a:
+                    job = api.call("POST", "/v1/jobs", files={"face": (Path(face_file).name, f), "audio": (Path(audio_file).name, a)},
+                                   data=_options(pads_text, every, hard)).json()
+                while True:
+                    view = api.call("GET", f"/v1/jobs/{job['id']}").json()
+                    line = f"Job `{view['id']}`: **{view['status']}** {view['progress'] * 100:.0f}%"
+                    if view["status"] in FINAL:
+                        break
+                    yield line, None, None
+                    time.sleep(POLL_S)
+                if view["status"] != "succeeded":
+                    yield f"{line}: {view.get('error') or ''}", None, None
+                    return
+                path = api.download(view["links"]["result"], ".mp4")
+                yield line, path, path
+
+            submit.click(run_single, [key, face, audio, pads, detect_every, hard_paste], [progress, video, download])
+
+        with gr.Tab("Batch"):
+            batch_audio = gr.File(label="One speech for every presenter", elem_id="batch-audio")
+            batch_faces = gr.File(label="Presenter videos or photos", file_count="multiple", elem_id="batch-faces")
+            batch_submit = gr.Button("Generate all", variant="primary", elem_id="batch-submit")
+            table = gr.Dataframe(headers=["item", "name", "status", "progress", "error"], label="Items", elem_id="batch-table")
+            thumbs = gr.Gallery(label="Thumbnails", columns=6, height=200)
+            archive = gr.File(label="All results (ZIP)", elem_id="batch-zip")
+
+            def run_batch(key_text, audio_file, face_files):
+                if not audio_file or not face_files:
+                    raise gr.Error("Upload one speech track and at least one presenter.")
+                api = ApiClient(base, key_text)
+                handles = [open(f, "rb") for f in face_files]
+                try:
+                    with open(audio_file, "rb") as a:
+                        files = [("faces", (Path(f).name, h)) for f, h in zip(face_files, handles)]
+                        batch = api.call("POST", "/v1/batches", files=files + [("audio", (Path(audio_file).name, a))]).json()
+                finally:
+                    for h in handles:
+                        h.close()
+                thumbnails: dict[str, str] = {}
+                while True:
+                    view = api.call("GET", f"/v1/batches/{batch['id']}").json()
+                    rows = [[j["item"], j["name"], j["status"], f"{j['progress'] * 100:.0f}%", j.get("error") or ""] for j in view["jobs"]]
+                    for j in view["jobs"]:
+                        if j["status"] == "succeeded" and j["id"] not in thumbnails:
+                            thumbnails[j["id"]] = api.download(j["links"]["thumbnail"], ".jpg")
+                    gallery = list(thumbnails.values())
+                    if view["done"]:
+                        break
+                    yield rows, gallery, None
+                    time.sleep(POLL_S)
+                zip_path = api.download(view["links"]["archive"], ".zip") if thumbnails else None
+                yield rows, gallery, zip_path
+
+            batch_submit.click(run_batch, [key, batch_audio, batch_faces], [table, thumbs, archive])
+    return ui
+
+
+def mount_ui(app: FastAPI, api_base: str, local_only: bool) -> FastAPI:
+    return gr.mount_gradio_app(app, build_ui(api_base, local_only), path="/ui")
