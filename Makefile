@@ -4,13 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
 DEBIAN_PACKAGES := ffmpeg espeak-ng libb64-0d libpython3.11
+TEST_DEBIAN_PACKAGES := chromium
 
 .PHONY: setup demo test clean system-packages
 
 # Debian packages: ffmpeg (media), espeak-ng (demo speech), libb64-0d (perf_analyzer),
-# libpython3.11 (embedded by Triton's Python-backend stub).
+# libpython3.11 (embedded by Triton's Python-backend stub); the tests add chromium (the web UI test).
 system-packages:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DEBIAN_PACKAGES) $(EXTRA_DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -34,6 +35,7 @@ demo: setup
 	$(BIN)/lipsync demo --out $(OUT)
 
 test: setup
+	$(MAKE) system-packages EXTRA_DEBIAN_PACKAGES="$(TEST_DEBIAN_PACKAGES)"
 	$(BIN)/python -m pytest -q tests
 
 clean:

@@ -109,14 +109,16 @@ class BatchRun:
                 key = f"{item.name}.mp4"
                 self.out.put_file(work / "result.mp4", key)
                 self._write_status(item, work, status="succeeded", result=key, frames=result.frames, seconds=result.seconds)
-                log.event("batch_item", item=item.number, name=item.name, status="succeeded", frames=result.frames)
+                log.event("batch_item", item=item.number, item_name=item.name, status="succeeded", frames=result.frames)
                 return True
             except Cancelled:
                 return False  # no status: the next run does it again
-            except LipsyncError as exc:
-                message = str(exc).splitlines()[0]
+            except Exception as exc:  # this item fails alone (bad input, storage error, a bug)
+                message = str(exc).splitlines()[0] if isinstance(exc, LipsyncError) else f"{type(exc).__name__}: {exc}"
+                # name the user's inputs, not this run's temporary copies
+                message = message.replace(str(work / "face"), item.face).replace(str(work / "audio"), item.audio)
                 self._write_status(item, work, status="failed", error=message)
-                log.event("batch_item", item=item.number, name=item.name, status="failed", error=message)
+                log.event("batch_item", item=item.number, item_name=item.name, status="failed", error=message)
                 return False
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -12,8 +12,8 @@ settings = get_settings()
 
 def _make_huey():
     if settings.queue_url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisHuey("lipsync", url=settings.queue_url)
-    return SqliteHuey("lipsync", filename=str((settings.data_dir / "queue.db").resolve()), timeout=30)
+        return RedisHuey(settings.queue_name, url=settings.queue_url)
+    return SqliteHuey(settings.queue_name, filename=str((settings.data_dir / "queue.db").resolve()), timeout=30)
 
 
 huey = _make_huey()

@@ -16,6 +16,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("lipsync-data"), description="local state: SQLite job DB, embedded queue, files, presenter cache")
     database_url: str = Field("", description="SQLAlchemy URL; default sqlite:///DATA_DIR/jobs.db (e.g. postgresql+psycopg://user@host/db)")
     queue_url: str = Field("", description="'' = embedded SQLite queue in DATA_DIR; redis://host:6379/0 for Redis")
+    queue_name: str = Field("lipsync", description="queue name (several deployments can share one Redis)")
     storage_url: str = Field("", description="where inputs and results live; default DATA_DIR/files; s3://bucket/prefix")
     s3_endpoint_url: str = Field("", description="S3-compatible endpoint (MinIO, OBS); credentials from AWS_* variables")
     triton_urls: str = Field("127.0.0.1:8001", description="Triton gRPC endpoints, comma-separated")

@@ -12,6 +12,16 @@ from fastapi import FastAPI
 
 POLL_S = 1.0
 FINAL = ("succeeded", "failed", "cancelled", "expired")
+DOWNLOADS = Path(tempfile.gettempdir()) / "lipsync-ui"
+KEEP_S = 3600.0  # Gradio copies what it shows into its own cache (also pruned hourly)
+
+
+def _prune_downloads() -> None:
+    DOWNLOADS.mkdir(exist_ok=True)
+    cutoff = time.time() - KEEP_S
+    for old in DOWNLOADS.iterdir():
+        if old.stat().st_mtime < cutoff:
+            old.unlink(missing_ok=True)
 
 
 class ApiClient:
@@ -30,7 +40,8 @@ class ApiClient:
         return response
 
     def download(self, path: str, suffix: str) -> str:
-        out = tempfile.NamedTemporaryFile(prefix="lipsync-ui-", suffix=suffix, delete=False)
+        _prune_downloads()
+        out = tempfile.NamedTemporaryFile(prefix="result-", suffix=suffix, delete=False, dir=DOWNLOADS)
         with out, self.http.stream("GET", path) as response:
             response.raise_for_status()
             for chunk in response.iter_bytes(1 << 20):
@@ -55,7 +66,7 @@ def _options(pads: str, detect_every: float, hard_paste: bool) -> dict:
 
 
 def build_ui(base: str, local_only: bool) -> gr.Blocks:
-    with gr.Blocks(title="lipsync-triton") as ui:
+    with gr.Blocks(title="lipsync-triton", delete_cache=(int(KEEP_S), int(KEEP_S))) as ui:
         gr.Markdown("# lipsync-triton\nA presenter video or photo + a speech track -> a lip-synced video.")
         status = gr.Markdown(_model_status(base), elem_id="model-status")
         key = gr.Textbox(label="API key", type="password", visible=not local_only, elem_id="api-key",

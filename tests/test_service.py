@@ -1,0 +1,322 @@
+"""The job service end to end: a real `lipsync api` with its worker process, a real tritonserver,
+SQLite + the embedded queue + a local data directory (the embedded defaults), over HTTP."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lipsync_triton.preprocessing.media_probe import probe_media
+from service_harness import FINAL, Service, submit, wait_for, wait_for_batch
+
+
+def tone(path: Path, seconds: float) -> Path:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency=220:duration={seconds}",
+                    "-ar", "16000", str(path)], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def service(triton, tmp_path_factory):
+    data = tmp_path_factory.mktemp("service") / "data"
+    with Service(data, triton.grpc_url, extra_env={"LIPSYNC_MAX_UPLOAD_MB": "5"}) as svc:
+        yield svc
+
+
+@pytest.fixture(scope="module")
+def long_speech(tmp_path_factory) -> Path:
+    return tone(tmp_path_factory.mktemp("long") / "long.wav", 40.0)
+
+
+def test_a_job_runs_and_its_result_streams_with_range_requests(service, media):
+    with service.client() as api:
+        job_id = submit(api, media["clip"], media["speech"], pads="0 20 0 0")
+        view = wait_for(api, job_id)
+        assert view["status"] == "succeeded", view
+        assert view["progress"] == 1.0 and view["attempts"] == 1 and view["options"]["pads"] == [0, 20, 0, 0]
+        assert view["timings"]["run_s"] > 0 and view["links"]["result"].endswith("/result")
+        full = api.get(f"/v1/jobs/{job_id}/result")
+        assert full.status_code == 200 and full.headers["content-type"] == "video/mp4"
+        assert full.headers["accept-ranges"] == "bytes"
+        part = api.get(f"/v1/jobs/{job_id}/result", headers={"Range": "bytes=100-199"})
+        assert part.status_code == 206 and part.content == full.content[100:200]
+        out = service.data_dir.parent / "result.mp4"
+        out.write_bytes(full.content)
+        info = probe_media(out)
+        assert info.has_video and info.has_audio and info.frames == view["frames"] > 0
+        thumb = api.get(f"/v1/jobs/{job_id}/thumbnail")
+        assert thumb.status_code == 200 and thumb.content[:3] == b"\xff\xd8\xff"  # JPEG
+        listed = api.get("/v1/jobs", params={"limit": 5}).json()
+        assert listed["jobs"][0]["id"] == job_id
+        metrics = httpx.get(f"{service.base}/metrics").text
+        assert 'lipsync_jobs{status="succeeded",tenant="acme"}' in metrics and "lipsync_queue_depth" in metrics
+    ready = httpx.get(f"{service.base}/readyz").json()
+    assert ready["ready"] is True and set(ready["checks"]) == {"triton", "storage", "queue", "database"}
+
+
+def test_logs_are_json_lines_with_job_and_tenant(service):
+    lines = [json.loads(line) for line in service.log.read_text().splitlines() if line.startswith("{")]
+    done = [r for r in lines if r["event"] == "job_succeeded"]
+    assert done and {"job", "tenant", "seconds", "frames"} <= set(done[0])
+    assert not any("key-acme" in line for line in service.log.read_text().splitlines())
+
+
+def test_tenants_never_see_each_other(service, media):
+    with service.client("key-acme") as acme, service.client("key-globex") as globex, service.client(None) as anonymous:
+        job_id = submit(acme, media["clip"], media["speech"])
+        wait_for(acme, job_id)
+        with open(media["clip"], "rb") as f, open(media["speech"], "rb") as a:
+            batch = acme.post("/v1/batches", files=[("faces", ("p.mp4", f)), ("audio", ("s.wav", a))]).json()
+        wait_for_batch(acme, batch["id"])
+        for method, path in [("GET", f"/v1/jobs/{job_id}"), ("GET", f"/v1/jobs/{job_id}/result"),
+                             ("GET", f"/v1/jobs/{job_id}/thumbnail"), ("POST", f"/v1/jobs/{job_id}/cancel"),
+                             ("DELETE", f"/v1/jobs/{job_id}"), ("GET", f"/v1/batches/{batch['id']}"),
+                             ("GET", f"/v1/batches/{batch['id']}/archive")]:
+            assert globex.request(method, path).status_code == 404, path
+            assert anonymous.request(method, path).status_code == 401, path
+            assert acme.request(method, path, headers={"Authorization": "Bearer key-acme-wrong"}).status_code == 401
+        assert job_id not in {j["id"] for j in globex.get("/v1/jobs").json()["jobs"]}
+        assert acme.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"  # untouched by globex's delete
+
+
+def test_bad_requests_get_a_clear_4xx(service, media, tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n")
+    with service.client() as api:
+        with open(text, "rb") as f, open(media["speech"], "rb") as a:
+            bad = api.post("/v1/jobs", files={"face": ("notes.mp4", f), "audio": ("s.wav", a)})
+        assert bad.status_code == 422 and "face is not a readable video or image" in bad.json()["detail"]
+        with open(media["clip"], "rb") as f, open(media["speech"], "rb") as a:
+            bad = api.post("/v1/jobs", files={"face": ("p.mp4", f), "audio": ("s.wav", a)}, data={"pads": "1 2 3"})
+        assert bad.status_code == 422 and bad.json()["detail"].startswith("option pads")
+        with open(media["clip"], "rb") as f:
+            bad = api.post("/v1/jobs", files={"face": ("p.mp4", f)})
+        assert bad.status_code == 422 and "audio" in bad.json()["detail"]
+        huge = io.BytesIO(b"\0" * (6 << 20))
+        bad = api.post("/v1/jobs", files={"face": ("big.mp4", huge), "audio": ("s.wav", b"x")})
+        assert bad.status_code == 413 and "5 MB limit" in bad.json()["detail"]
+        assert api.get("/v1/jobs/not-a-job").status_code == 404
+    # nothing half-stored: the request folders are gone
+    assert not any((service.data_dir / "tmp").glob("request-*"))
+
+
+def test_a_batch_with_one_bad_item_finishes_the_rest(service, media, tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(media["clip"].read_bytes()[:3000])
+    with service.client() as api:
+        with open(media["clip"], "rb") as f, open(bad, "rb") as b, open(media["speech"], "rb") as a:
+            created = api.post("/v1/batches", files=[("faces", ("good.mp4", f)), ("faces", ("broken.mp4", b)),
+                                                     ("audio", ("s.wav", a))])
+        assert created.status_code == 202, created.text
+        view = wait_for_batch(api, created.json()["id"])
+        by_name = {j["name"]: j for j in view["jobs"]}
+        assert by_name["good"]["status"] == "succeeded"
+        assert by_name["broken"]["status"] == "failed" and by_name["broken"]["error"]
+        archive = api.get(view["links"]["archive"])
+        assert archive.status_code == 200
+        names = zipfile.ZipFile(io.BytesIO(archive.content)).namelist()
+        assert names == ["0000_good.mp4"]
+
+
+def test_a_zip_batch_refuses_path_tricks_per_item(service, media, tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("manifest.csv", "face,audio,name\nclips/p.mp4,s.wav,good\n../etc/passwd,s.wav,escape\n"
+                                   "/etc/passwd,s.wav,absolute\nlink.mp4,s.wav,symlink\nmissing.mp4,s.wav,missing\n")
+        z.write(media["clip"], "clips/p.mp4")
+        z.write(media["speech"], "s.wav")
+        link = zipfile.ZipInfo("link.mp4")
+        link.external_attr = (0o120777 << 16)
+        z.writestr(link, "/etc/passwd")
+    with service.client() as api:
+        created = api.post("/v1/batches", files={"archive": ("batch.zip", buf.getvalue())})
+        assert created.status_code == 202, created.text
+        view = wait_for_batch(api, created.json()["id"])
+    states = {j["name"]: (j["status"], j["error"] or "") for j in view["jobs"]}
+    assert states["good"][0] == "succeeded"
+    assert "not a plain relative path" in states["escape"][1] and "not a plain relative path" in states["absolute"][1]
+    assert "symbolic link" in states["symlink"][1] and "does not hold" in states["missing"][1]
+    assert not (service.data_dir.parent / "etc").exists()
+
+
+def test_cancel_reaches_a_running_job_within_seconds(service, media, long_speech):
+    with service.client() as api:
+        job_id = submit(api, media["clip"], long_speech)
+        deadline = time.monotonic() + 120
+        while api.get(f"/v1/jobs/{job_id}").json()["progress"] <= 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        asked = time.monotonic()
+        assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+        view = wait_for(api, job_id, timeout=60)
+        assert view["status"] == "cancelled" and time.monotonic() - asked < 30
+        assert api.get(f"/v1/jobs/{job_id}/result").status_code == 409
+        assert not list((service.data_dir / "files" / "results").rglob(f"{job_id}*"))
+        # deleting removes the row and the inputs
+        assert api.delete(f"/v1/jobs/{job_id}").status_code == 204
+        assert api.get(f"/v1/jobs/{job_id}").status_code == 404
+        assert not (service.data_dir / "files" / "inputs" / "acme" / job_id).exists()
+
+
+def test_fifty_concurrent_submissions_all_finish_once(service, tmp_path):
+    from lipsync_triton.samples import write_presenter_clip
+
+    face = write_presenter_clip(tmp_path / "tiny.mp4", 0.4, fps=25, width=160, height=96)
+    speech = tone(tmp_path / "short.wav", 0.4)
+
+    def one(_):
+        with service.client("key-globex") as api:
+            return submit(api, face, speech)
+
+    with ThreadPoolExecutor(50) as pool:
+        ids = list(pool.map(one, range(50)))
+    assert len(set(ids)) == 50
+    with service.client("key-globex") as api:
+        views = [wait_for(api, job_id, timeout=600) for job_id in ids]
+        listed = api.get("/v1/jobs", params={"limit": 200}).json()
+    assert all(v["status"] == "succeeded" for v in views), [v["error"] for v in views if v["status"] != "succeeded"]
+    assert all(v["attempts"] == 1 for v in views)
+    assert sorted(j["id"] for j in listed["jobs"] if j["id"] in set(ids)) == sorted(ids)
+    results = list((service.data_dir / "files" / "results" / "globex").glob("*.mp4"))
+    assert {p.stem for p in results} >= set(ids)
+
+
+def test_retention_expires_old_jobs_and_deletes_their_files(service, media):
+    with service.client() as api:
+        job_id = submit(api, media["clip"], media["speech"])
+        assert wait_for(api, job_id)["status"] == "succeeded"
+        result = service.data_dir / "files" / "results" / "acme" / f"{job_id}.mp4"
+        assert result.exists()
+        env = {**service.env}
+        done = subprocess.run([sys.executable, "-m", "lipsync_triton.cli", "retention", "--days", "0"], env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0 and int(done.stdout.strip().splitlines()[-1]) >= 1
+        assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "expired"
+        assert api.get(f"/v1/jobs/{job_id}/result").status_code == 410
+        assert not result.exists() and not (service.data_dir / "files" / "inputs" / "acme" / job_id).exists()
+
+
+def test_a_worker_killed_mid_job_leaves_it_to_run_again(triton, media, long_speech, tmp_path):
+    env = {"LIPSYNC_STALE_JOB_S": "3"}
+    with Service(tmp_path / "data", triton.grpc_url, workers=0, extra_env=env) as svc:
+        worker_cmd = [sys.executable, "-m", "lipsync_triton.cli", "worker"]
+        worker = subprocess.Popen(worker_cmd, env=svc.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with svc.client() as api:
+                speech = tone(tmp_path / "speech.wav", 12.0)
+                job_id = submit(api, media["clip"], speech)
+                deadline = time.monotonic() + 120
+                while api.get(f"/v1/jobs/{job_id}").json()["progress"] <= 0.05 and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                worker.kill()  # SIGKILL: no chance to hand the job back
+                worker.wait()
+                assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
+                worker = subprocess.Popen(worker_cmd, env=svc.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                view = wait_for(api, job_id, timeout=300)
+            assert view["status"] == "succeeded" and view["attempts"] == 2
+            results = list((svc.data_dir / "files" / "results").rglob(f"{job_id}*"))
+            assert sorted(p.suffix for p in results) == [".jpg", ".mp4"]  # one result, not two
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=60)
+
+
+def test_the_service_refuses_to_start_without_keys_unless_local_only(triton, tmp_path):
+    base = {**os.environ, "LIPSYNC_DATA_DIR": str(tmp_path / "d"), "LIPSYNC_API_KEYS": "", "LIPSYNC_WORKER_PROCESSES": "0"}
+    no_keys = subprocess.run([sys.executable, "-m", "lipsync_triton.cli", "api", "--port", "1"], env=base,
+                             capture_output=True, text=True, timeout=60)
+    assert no_keys.returncode != 0 and no_keys.stderr.strip().startswith("error: no API keys configured")
+    exposed = subprocess.run([sys.executable, "-m", "lipsync_triton.cli", "api", "--host", "0.0.0.0", "--port", "1"],
+                             env={**base, "LIPSYNC_LOCAL_ONLY": "1"}, capture_output=True, text=True, timeout=60)
+    assert exposed.returncode != 0 and "loopback" in exposed.stderr
+    with Service(tmp_path / "local", triton.grpc_url, keys="", workers=0, extra_env={"LIPSYNC_LOCAL_ONLY": "1"}) as svc:
+        with svc.client(None) as api:
+            assert api.get("/v1/jobs").status_code == 200  # one local tenant, no key
+
+
+def test_readyz_reports_triton_down_while_healthz_stays_up(tmp_path):
+    from service_harness import free_port
+
+    with Service(tmp_path / "data", f"127.0.0.1:{free_port()}", workers=0) as svc:
+        assert httpx.get(f"{svc.base}/healthz").status_code == 200
+        ready = httpx.get(f"{svc.base}/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["triton"]["ok"] is False
+
+
+def test_webhooks_are_signed_and_only_go_to_allowed_hosts(triton, media, tmp_path):
+    import hashlib
+    import hmac
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[tuple[dict, bytes]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((dict(self.headers), body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    env = {"LIPSYNC_WEBHOOK_HOSTS": "127.0.0.1", "LIPSYNC_WEBHOOK_SECRET": "s3cret"}
+    try:
+        with Service(tmp_path / "data", triton.grpc_url, extra_env=env) as svc, svc.client() as api:
+            with open(media["clip"], "rb") as f, open(media["speech"], "rb") as a:
+                refused = api.post("/v1/jobs", files={"face": ("p.mp4", f), "audio": ("s.wav", a)},
+                                   data={"webhook_url": "http://example.com/hook"})
+            assert refused.status_code == 422 and "not allowed" in refused.json()["detail"]
+            job_id = submit(api, media["clip"], media["speech"], webhook_url=f"http://127.0.0.1:{hook.server_port}/hook")
+            wait_for(api, job_id)
+            deadline = time.monotonic() + 60
+            while not received and time.monotonic() < deadline:
+                time.sleep(0.2)
+    finally:
+        hook.shutdown()
+    headers, body = received[0]
+    assert json.loads(body)["job"]["id"] == job_id
+    expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert headers["X-Lipsync-Signature"] == expected
+
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+def test_the_web_ui_runs_a_job_and_shows_its_video_in_chromium(service, media):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(f"{service.base}/ui/")
+            page.wait_for_function("document.querySelector('#model-status')?.innerText.includes('Ready')", timeout=60000)
+            page.locator("#api-key input").fill("key-acme")
+            page.locator("#face-file input[type=file]").set_input_files(str(media["clip"]))
+            page.locator("#audio-file input[type=file]").set_input_files(str(media["speech"]))
+            page.locator("#submit").click()
+            page.wait_for_selector("#result-video video", timeout=300000)
+            assert "succeeded" in page.locator("#job-progress").inner_text()
+            # the browser loaded and decoded the video (readyState >= HAVE_METADATA)
+            page.wait_for_function("document.querySelector('#result-video video').readyState >= 1", timeout=60000)
+            assert page.evaluate("document.querySelector('#result-video video').duration") > 0.5
+            headers = page.request.get(f"{service.base}/ui/").headers
+            assert headers.get("x-content-type-options") == "nosniff"
+        finally:
+            browser.close()
+    with service.client() as api:  # the UI used the API under the key's tenant
+        assert any(j["status"] == "succeeded" for j in api.get("/v1/jobs").json()["jobs"])
