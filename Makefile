@@ -6,7 +6,7 @@ OUT    ?= out
 DEBIAN_PACKAGES := ffmpeg espeak-ng libb64-0d libpython3.11
 TEST_DEBIAN_PACKAGES := chromium
 
-.PHONY: setup demo test clean system-packages
+.PHONY: setup demo service test clean system-packages
 
 # Debian packages: ffmpeg (media), espeak-ng (demo speech), libb64-0d (perf_analyzer),
 # libpython3.11 (embedded by Triton's Python-backend stub); the tests add chromium (the web UI test).
@@ -34,9 +34,20 @@ setup: $(BIN)/lipsync
 demo: setup
 	$(BIN)/lipsync demo --out $(OUT)
 
+# The job service on the embedded defaults: REST API + web UI on http://127.0.0.1:$(PORT)/ui,
+# workers, SQLite, the embedded queue, files under $(DATA); tritonserver on $(OUT)/model_repository
+# (exported with random weights first unless LIPSYNC_CHECKPOINT names a checkpoint). Without
+# LIPSYNC_API_KEYS it serves one local tenant on loopback only.
+PORT ?= 7860
+DATA ?= lipsync-data
+service: setup
+	@[ -f $(OUT)/model_repository/wav2lip/config.pbtxt ] || $(BIN)/lipsync export --out $(OUT)/model_repository \
+	  $$( [ -n "$$LIPSYNC_CHECKPOINT" ] && echo --checkpoint "$$LIPSYNC_CHECKPOINT" || echo --random-weights )
+	LIPSYNC_DATA_DIR=$(DATA) LIPSYNC_LOCAL_ONLY=$${LIPSYNC_LOCAL_ONLY:-1} $(BIN)/lipsync api --port $(PORT) --model-repository $(OUT)/model_repository
+
 test: setup
 	$(MAKE) system-packages EXTRA_DEBIAN_PACKAGES="$(TEST_DEBIAN_PACKAGES)"
 	$(BIN)/python -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out .pytest_cache lipsync-data

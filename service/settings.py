@@ -34,7 +34,6 @@ class Settings(BaseSettings):
     stale_job_s: float = Field(60.0, description="a running job without a heartbeat for this long is re-queued (its worker died)")
     webhook_hosts: str = Field("", description="hosts completion webhooks may call, comma-separated (none = webhooks off)")
     webhook_secret: str = Field("", description="HMAC-SHA256 key for the X-Lipsync-Signature header")
-    triton_model_wait_s: float = Field(0.0, description="how long a job waits for the models to be ready before failing")
 
     @property
     def database(self) -> str:

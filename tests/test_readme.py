@@ -29,6 +29,11 @@ EXECUTED = {
     ".venv/bin/lipsync generate": "test_generate_command_example",
     ".venv/bin/lipsync perf models": "test_perf_command_examples",
     ".venv/bin/lipsync perf e2e": "test_perf_command_examples",
+    "make service": "test_make_service_and_the_curl_example",
+    "JOB=$(curl": "test_make_service_and_the_curl_example",
+    "until curl": "test_make_service_and_the_curl_example",
+    "curl -s -o out/service.mp4": "test_make_service_and_the_curl_example",
+    ".venv/bin/lipsync batch": "test_batch_command_example",
 }
 
 
@@ -182,3 +187,68 @@ def test_perf_command_examples(exported_repo, tmp_path):
     assert [r["minutes"] for r in e2e["lectures"]] == [0.05, 0.1] and e2e["lecture_rss_ratio"]["ratio"] > 0
     assert e2e["runtime_comparison"]["onnxruntime_per_s"] > 0 and e2e["runtime_comparison"]["ratio"] > 0
     assert 12 <= e2e["lectures"][1]["frames"] <= 14  # 2 fps over the whole 6 s speech (+1 for the last window)
+
+
+def _block_after(heading: str, lang: str) -> str:
+    start = README.index(heading)
+    match = re.compile(rf"```{lang}\n(.*?)```", re.S).search(README, start)
+    return match.group(1)
+
+
+def test_make_service_and_the_curl_example(tmp_path, media):
+    """`make service` from this checkout (export with random weights, embedded Triton, API, UI,
+    worker), then the README's curl lines against it, then SIGTERM: everything stops."""
+    from service_harness import free_port
+
+    port = free_port()
+    work = _workdir(tmp_path, media)
+    argv = shlex.split(_command("make service")) + [f"OUT={work / 'out'}", f"DATA={work / 'data'}", f"PORT={port}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIPSYNC_")}
+    log = open(tmp_path / "service.log", "wb")
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, process_group=0)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        assert proc.poll() is None, (tmp_path / "service.log").read_text()[-3000:]
+        script = _block_after("A job from the shell:", "bash").replace("7860", str(port))
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=work, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        from lipsync_triton.preprocessing.media_probe import probe_media
+
+        info = probe_media(work / "out" / "service.mp4")
+        assert info.has_video and info.has_audio and info.frames > 10
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # as a terminal's Ctrl-C or a service manager would
+        proc.wait(timeout=120)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # make exits at once; the API stops its workers and Triton first
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    assert b"api_stopped" in (tmp_path / "service.log").read_bytes()
+
+
+def test_batch_command_example(triton, media, tmp_path):
+    work = _workdir(tmp_path, media)
+    (work / "out" / "jobs.csv").write_text(_block_after("### Batch jobs without the service", "csv"))
+    argv = _argv(_command(".venv/bin/lipsync batch").replace("127.0.0.1:8001", triton.grpc_url))
+    proc = subprocess.run(argv, cwd=work, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (work / "out" / "batch").glob("*.mp4")) == ["goodbye.mp4", "welcome.mp4"]
+
+
+def test_the_settings_table_lists_every_setting():
+    from lipsync_triton.service.settings import Settings
+
+    for name, field in Settings.model_fields.items():
+        assert f"| `LIPSYNC_{name.upper()}` |" in README, f"README's settings table lacks LIPSYNC_{name.upper()}"
+        assert field.description and field.description in README
