@@ -185,6 +185,13 @@ def _add_perf(sub) -> None:
     e.add_argument("--seconds", type=float, nargs="+", help="clip lengths (default 10 20 60)")
     e.add_argument("--lecture-minutes", type=float, nargs="+", help="speech lengths on a still photo for the memory check (default 1 30)")
     e.add_argument("--tiny", action="store_true", help="seconds-long smoke run (CI)")
+    v = perf.add_parser("service", help="concurrent clients submitting and polling jobs against a running job service")
+    v.add_argument("--api", default="http://127.0.0.1:7860", help="the service's base URL")
+    v.add_argument("--key", default=None, help="API key (none for a local-only service)")
+    v.add_argument("--clients", type=int, default=50)
+    v.add_argument("--jobs-per-client", type=int, default=1)
+    v.add_argument("--clip-seconds", type=float, default=1.0, help="length of each job's presenter clip and speech")
+    v.add_argument("--out", type=Path, default=Path("perf/results"))
 
 
 def _run_perf(args) -> int:
@@ -192,6 +199,11 @@ def _run_perf(args) -> int:
         from lipsync_triton.perf.models_bench import run_models_bench
 
         run_models_bench(args.out, args.model_repository, tiny=args.tiny, shared_memory=args.shared_memory)
+    elif args.perf_command == "service":
+        from lipsync_triton.perf.service_load import run_service_bench
+
+        report = run_service_bench(args.api, args.key, args.out, args.clients, args.jobs_per_client, args.clip_seconds)
+        return 0 if report["lost"] == report["duplicated"] == report["not_final"] == report["submit_errors"] == 0 else 1
     else:
         from lipsync_triton.perf.e2e_bench import run_e2e_bench
 

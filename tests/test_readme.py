@@ -34,6 +34,7 @@ EXECUTED = {
     "until curl": "test_make_service_and_the_curl_example",
     "curl -s -o out/service.mp4": "test_make_service_and_the_curl_example",
     ".venv/bin/lipsync batch": "test_batch_command_example",
+    ".venv/bin/lipsync perf service": "test_perf_service_example",
 }
 
 
@@ -252,3 +253,16 @@ def test_the_settings_table_lists_every_setting():
     for name, field in Settings.model_fields.items():
         assert f"| `LIPSYNC_{name.upper()}` |" in README, f"README's settings table lacks LIPSYNC_{name.upper()}"
         assert field.description and field.description in README
+
+
+def test_perf_service_example(triton, tmp_path):
+    """The service load test as the README writes it, with 8 clients against a local-only service."""
+    from service_harness import Service
+
+    with Service(tmp_path / "data", triton.grpc_url, keys="", extra_env={"LIPSYNC_LOCAL_ONLY": "1"}) as svc:
+        argv = _argv(_command(".venv/bin/lipsync perf service").replace("http://127.0.0.1:7860", svc.base)) + ["--clients", "8"]
+        proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((tmp_path / "perf" / "results" / "service_load.json").read_text())
+    assert report["jobs_submitted"] == 8 and report["final_states"] == {"succeeded": 8}
+    assert report["lost"] == report["duplicated"] == 0 and report["submit_ms_p99"] > 0
