@@ -244,13 +244,64 @@ def test_the_service_refuses_to_start_without_keys_unless_local_only(triton, tmp
             assert api.get("/v1/jobs").status_code == 200  # one local tenant, no key
 
 
-def test_readyz_reports_triton_down_while_healthz_stays_up(tmp_path):
+def test_while_triton_is_down_readyz_fails_and_the_ui_says_model_initialising(tmp_path):
+    from playwright.sync_api import sync_playwright
     from service_harness import free_port
 
     with Service(tmp_path / "data", f"127.0.0.1:{free_port()}", workers=0) as svc:
         assert httpx.get(f"{svc.base}/healthz").status_code == 200
         ready = httpx.get(f"{svc.base}/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["triton"]["ok"] is False
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS, headless=True)
+            try:
+                page = browser.new_page()
+                page.goto(f"{svc.base}/ui/")
+                page.wait_for_function("document.querySelector('#model-status')?.innerText.includes('Model initialising')",
+                                       timeout=60000)
+            finally:
+                browser.close()
+
+
+def test_limits_on_duration_and_active_jobs_and_hashed_keys(triton, media, tmp_path):
+    import hashlib
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# tenant:sha256 of the key\nbank:" + hashlib.sha256(b"bank-key").hexdigest() + "\n")
+    env = {"LIPSYNC_MAX_MEDIA_SECONDS": "1", "LIPSYNC_MAX_ACTIVE_JOBS_PER_TENANT": "1", "LIPSYNC_API_KEYS_FILE": str(keys)}
+    photo = media["dir"] / "photo.png"
+    import cv2
+    from lipsync_triton.samples import astronaut_bgr
+
+    cv2.imwrite(str(photo), astronaut_bgr())
+    with Service(tmp_path / "data", triton.grpc_url, keys="", workers=0, extra_env=env) as svc:
+        with svc.client("bank-key") as api:
+            too_long = tone(tmp_path / "long.wav", 2.0)
+            with open(photo, "rb") as f, open(too_long, "rb") as a:
+                refused = api.post("/v1/jobs", files={"face": ("p.png", f), "audio": ("s.wav", a)})
+            assert refused.status_code == 413 and "audio lasts 2 s; the limit is 1 s" in refused.json()["detail"]
+            short = tone(tmp_path / "short.wav", 0.5)
+            submit(api, photo, short)  # queued: no worker runs in this service
+            with open(photo, "rb") as f, open(short, "rb") as a:
+                busy = api.post("/v1/jobs", files={"face": ("p.png", f), "audio": ("s.wav", a)})
+            assert busy.status_code == 429 and "limit is 1 per tenant" in busy.json()["detail"]
+        with svc.client("bank-key-wrong") as wrong:
+            assert wrong.get("/v1/jobs").status_code == 401
+
+
+def test_a_batch_of_face_audio_pairs(service, media, tmp_path):
+    other = tone(tmp_path / "other.wav", 1.0)
+    with service.client() as api:
+        with open(media["clip"], "rb") as f1, open(media["clip"], "rb") as f2, open(media["speech"], "rb") as a1, \
+                open(other, "rb") as a2:
+            created = api.post("/v1/batches", files=[("faces", ("a.mp4", f1)), ("faces", ("b.mp4", f2)),
+                                                     ("audios", ("a.wav", a1)), ("audios", ("b.wav", a2))],
+                               data={"options": json.dumps({"pads": [0, 15, 0, 0]})})
+        assert created.status_code == 202, created.text
+        view = wait_for_batch(api, created.json()["id"])
+    assert [(j["name"], j["status"], j["options"]["pads"]) for j in view["jobs"]] == [
+        ("a", "succeeded", [0, 15, 0, 0]), ("b", "succeeded", [0, 15, 0, 0])]
+    assert view["jobs"][1]["frames"] < view["jobs"][0]["frames"]  # each item follows its own audio
 
 
 def test_webhooks_are_signed_and_only_go_to_allowed_hosts(triton, media, tmp_path):
