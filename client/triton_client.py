@@ -1,12 +1,13 @@
 """gRPC access to the served models: several server URLs, per-thread clients, bounded retries.
 
-A worker process (job service, batch runner) gives a list of URLs; each request goes to the next
-URL in turn, and a transient failure (UNAVAILABLE, DEADLINE_EXCEEDED: a server restarting or
-overloaded) is retried with exponential backoff on the next URL until `retry_seconds` have passed.
+A worker process (job service, batch runner) gives a list of URLs (or `dns://NAME:PORT` for every
+pod behind a headless Service); each request goes to the next healthy endpoint in turn, and a
+transient failure (UNAVAILABLE, DEADLINE_EXCEEDED: a server restarting or overloaded) benches that
+endpoint with a bounded back-off and the request goes elsewhere, until `retry_seconds` have passed
+(see endpoints.py).
 """
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
+from .endpoints import Endpoints
 from .in_flight import POLL_SECONDS, JobCancel
 
 WAV2LIP_MODEL = "wav2lip"
@@ -62,17 +64,28 @@ class TritonPool:
 
     def __init__(self, urls: list[str] | str, retry_seconds: float = 120.0, request_timeout: float = 120.0,
                  cancel: JobCancel | threading.Event | None = None):
-        self.urls = [urls] if isinstance(urls, str) else list(urls)
-        if not self.urls:
+        targets = [urls] if isinstance(urls, str) else list(urls)
+        if not targets:
             raise LipsyncError("no Triton server URL given; pass --url HOST:PORT")
+        try:
+            self.endpoints = Endpoints(targets)
+        except ValueError as exc:
+            raise LipsyncError(str(exc)) from None
         self.retry_seconds = retry_seconds
         self.request_timeout = request_timeout
         # A bare Event (a caller's) is wrapped so that this pool never sets it.
         self.cancel = cancel if isinstance(cancel, JobCancel) else JobCancel(cancel)
         self._local = threading.local()
-        self._next = itertools.count()
         self.requests_sent = 0
         self._lock = threading.Lock()
+
+    @property
+    def urls(self) -> list[str]:
+        return self.endpoints.urls
+
+    def _forget(self, url: str) -> None:
+        """Drop this thread's channel to `url`: a restarted server needs a fresh one."""
+        getattr(self._local, "clients", {}).pop(url, None)
 
     def _client(self, url: str) -> grpcclient.InferenceServerClient:
         clients = getattr(self._local, "clients", None)
@@ -91,23 +104,28 @@ class TritonPool:
             try:
                 if not client.is_server_live(client_timeout=LIVENESS_TIMEOUT_S):
                     problems.append(f"{url} is not live")
+                    self.endpoints.failed(url)
                     continue
             except InferenceServerException as exc:
                 reason = (exc.message() or _status(exc) or "no answer").split(";")[0].strip()
                 problems.append(f"cannot reach Triton at {url} ({reason})")
+                self.endpoints.failed(url)
+                self._forget(url)
                 continue
             missing = [m for m in models if not self._model_ready(client, m)]
             if missing:
                 problems.append(f"Triton at {url} has no ready model {', '.join(repr(m) for m in missing)}; "
                                 "serve a repository written by `lipsync export`")
+                self.endpoints.exclude(url)
                 continue
             reachable.append(url)
+            self.endpoints.ok(url)
         if not reachable:
             hint = "" if any("no ready model" in p for p in problems) else "; start one with `lipsync serve`"
             raise ServerUnavailable("; ".join(problems) + hint)
-        if len(reachable) < len(self.urls):
+        if problems:
             log.event("servers_degraded", usable=",".join(reachable), problems="; ".join(problems))
-        self.urls = reachable
+        # Unreachable endpoints stay in the pool, benched with a back-off: a restarted one is used again.
         client = self._client(reachable[0])
         infos = {}
         for model in models:
@@ -125,36 +143,47 @@ class TritonPool:
             return False
 
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        """One request; retried on transient errors across URLs until retry_seconds have passed."""
+        """One request to the next healthy endpoint; a transient failure benches that endpoint and the
+        request goes to another one (or waits for one to come back) until retry_seconds have passed."""
         deadline = time.monotonic() + self.retry_seconds
-        delay = 0.2
+        tensors = []
+        for name, array in inputs.items():
+            tensor = grpcclient.InferInput(name, list(array.shape), _NUMPY_TO_TRITON[array.dtype])
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        requested = [grpcclient.InferRequestedOutput(o) for o in outputs]
+        last_error = "no endpoint answered"
         while True:
             if self.cancel.is_set():
                 raise Cancelled("job cancelled")
-            url = self.urls[next(self._next) % len(self.urls)]
-            tensors = []
-            for name, array in inputs.items():
-                tensor = grpcclient.InferInput(name, list(array.shape), _NUMPY_TO_TRITON[array.dtype])
-                tensor.set_data_from_numpy(array)
-                tensors.append(tensor)
-            requested = [grpcclient.InferRequestedOutput(o) for o in outputs]
+            try:
+                url, wait = self.endpoints.pick()
+            except OSError as exc:  # a dns:// name without addresses right now
+                url, wait, last_error = "", 1.0, str(exc)
+            if wait > 0:  # every endpoint is benched: wait for the first to come back
+                if time.monotonic() + wait > deadline:
+                    raise ServerUnavailable(f"inference on {model} failed: {last_error}") from None
+                if self.cancel.wait(wait):
+                    raise Cancelled("job cancelled") from None
+                continue
             try:
                 result = self._infer_once(url, model, tensors, requested)
-                with self._lock:
-                    self.requests_sent += 1
-                return {o: result.as_numpy(o) for o in outputs}
             except InferenceServerException as exc:
                 status = _status(exc)
                 retryable = any(code in status for code in RETRYABLE) or "Socket closed" in (exc.message() or "")
-                if not retryable or time.monotonic() + delay > deadline:
-                    detail = (exc.message() or status).splitlines()[0][:200]
-                    error = ServerUnavailable if retryable else LipsyncError
-                    raise error(f"inference on {model} at {url} failed: {detail}") from None
-                log.event("retry", model=model, url=url, status=status, wait_s=round(delay, 2))
-                if self.cancel.wait(delay):
-                    raise Cancelled("job cancelled") from None
-                delay = min(delay * 2, 5.0)
-                self._local.clients = {}  # reconnect: a restarted server needs a fresh channel
+                last_error = f"{url}: {(exc.message() or status).splitlines()[0][:200]}"
+                if not retryable:
+                    raise LipsyncError(f"inference on {model} at {last_error}") from None
+                backoff = self.endpoints.failed(url)
+                self._forget(url)
+                log.event("retry", model=model, url=url, status=status, benched_s=round(backoff, 2))
+                if time.monotonic() > deadline:
+                    raise ServerUnavailable(f"inference on {model} failed: {last_error}") from None
+                continue
+            self.endpoints.ok(url)
+            with self._lock:
+                self.requests_sent += 1
+            return {o: result.as_numpy(o) for o in outputs}
 
     def _infer_once(self, url: str, model: str, tensors: list, requested: list):
         """One gRPC request that the job's cancel flag aborts at once (the call is cancelled on the wire)."""

@@ -1,0 +1,74 @@
+"""The client spreads requests over several Triton servers: one killed mid-run, the run completes on
+the other; once restarted, it is used again. `dns://` names resolve to every address."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from lipsync_triton.client.endpoints import Endpoints, HealthBoard, resolve
+from lipsync_triton.client.generate import GenerateOptions, generate
+from lipsync_triton.client.triton_client import WAV2LIP_MODEL, TritonPool
+from lipsync_triton.preprocessing.media_probe import probe_media
+from lipsync_triton.serving.server import Ports, TritonServer
+
+
+def wav2lip_count(url: str) -> int:
+    return TritonPool(url).statistics(WAV2LIP_MODEL)["inference_count"]
+
+
+@pytest.fixture()
+def two_servers(exported_repo, tmp_path):
+    servers = [TritonServer(exported_repo, ports=Ports.free(), log_path=tmp_path / f"triton{i}.log").start() for i in range(2)]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def test_a_server_killed_mid_run_is_survived_and_used_again_after_restart(two_servers, exported_repo, media, tmp_path):
+    a, b = two_servers
+    speech = tmp_path / "speech.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=200:duration=8", "-ar", "16000",
+                    str(speech)], check=True)
+    killed = []
+
+    def kill_a_midway(done: int, total: int) -> None:
+        if done >= total // 4 and not killed:
+            killed.append(wav2lip_count(a.grpc_url))
+            a.proc.kill()  # SIGKILL: connections drop mid-request
+
+    options = GenerateOptions(use_cache=False, wav2lip_batch_size=8, retry_seconds=60)
+    result = generate(media["clip"], speech, tmp_path / "out.mp4", [a.grpc_url, b.grpc_url], options, progress=kill_a_midway)
+    assert killed and killed[0] > 0, killed  # A served part of the run before it died
+    assert probe_media(tmp_path / "out.mp4").frames == result.frames >= 190  # 8 s at 25 fps
+    assert wav2lip_count(b.grpc_url) > 0
+
+    a.proc.wait()
+    restarted = TritonServer(exported_repo, ports=a.ports, log_path=tmp_path / "triton0-restarted.log").start()
+    try:
+        generate(media["clip"], media["speech"], tmp_path / "again.mp4", [a.grpc_url, b.grpc_url], options)
+        counts = (wav2lip_count(restarted.grpc_url), wav2lip_count(b.grpc_url))
+        assert counts[0] > 0, f"restarted server unused (A, B counts {counts})"  # back in rotation
+    finally:
+        restarted.stop()
+
+
+def test_failed_endpoints_are_benched_with_a_bounded_backoff_and_cleared_by_a_success():
+    board = HealthBoard()
+    endpoints = Endpoints(["a:1", "b:2"], board)
+    assert {endpoints.pick()[0] for _ in range(4)} == {"a:1", "b:2"}
+    waits = [board.failed("a:1") for _ in range(8)]
+    assert waits[:3] == [1.0, 2.0, 4.0] and max(waits) == 30.0
+    assert {endpoints.pick()[0] for _ in range(4)} == {"b:2"}
+    board.failed("b:2")
+    url, wait = endpoints.pick()  # all benched: the one back soonest, and how long until then
+    assert url == "b:2" and 0 < wait <= 1.0
+    board.ok("a:1")
+    assert endpoints.pick() == ("a:1", 0.0) or endpoints.pick() == ("a:1", 0.0)
+
+
+def test_dns_names_resolve_to_every_address():
+    assert "127.0.0.1:8001" in resolve("dns://localhost:8001")
+    assert resolve("10.0.0.7:8001") == ["10.0.0.7:8001"]
+    with pytest.raises(ValueError):
+        resolve("dns://no-port")
