@@ -67,6 +67,18 @@ def _workdir(tmp_path, media):
     return tmp_path
 
 
+def _wait_until_ok(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    """Poll `url` until it answers 200, the process exits, or `timeout` passes (the caller asserts)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+
+
 def test_every_command_block_is_run_or_marked_illustrative():
     for code, reason in _blocks("bash") + _blocks("python"):
         if reason:
@@ -140,14 +152,7 @@ def test_serve_command_example(exported_repo, tmp_path):
     line = line.replace("8001", str(ports.grpc)).replace("8000", str(ports.http)).replace("8002", str(ports.metrics))
     proc = subprocess.Popen(_argv(line), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{ports.http}/v2/health/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
+        _wait_until_ok(f"http://127.0.0.1:{ports.http}/v2/health/ready", proc, 300)
         assert proc.poll() is None, proc.stderr.read()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
@@ -208,14 +213,7 @@ def test_make_service_and_the_curl_example(tmp_path, media):
     log = open(tmp_path / "service.log", "wb")
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, process_group=0)
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                time.sleep(1)
+        _wait_until_ok(f"http://127.0.0.1:{port}/readyz", proc, 600)
         assert proc.poll() is None, (tmp_path / "service.log").read_text()[-3000:]
         script = _block_after("A job from the shell:", "bash").replace("7860", str(port))
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=work, capture_output=True, text=True, timeout=600)
