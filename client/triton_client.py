@@ -152,17 +152,17 @@ class TritonPool:
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
         requested = [grpcclient.InferRequestedOutput(o) for o in outputs]
-        last_error = "no endpoint answered"
+        last_error = "failed: no endpoint answered"
         while True:
             if self.cancel.is_set():
                 raise Cancelled("job cancelled")
             try:
                 url, wait = self.endpoints.pick()
             except OSError as exc:  # a dns:// name without addresses right now
-                url, wait, last_error = "", 1.0, str(exc)
+                url, wait, last_error = "", 1.0, f"failed: {exc}"
             if wait > 0:  # every endpoint is benched: wait for the first to come back
                 if time.monotonic() + wait > deadline:
-                    raise ServerUnavailable(f"inference on {model} failed: {last_error}") from None
+                    raise ServerUnavailable(f"inference on {model} {last_error}") from None
                 if self.cancel.wait(wait):
                     raise Cancelled("job cancelled") from None
                 continue
@@ -171,14 +171,14 @@ class TritonPool:
             except InferenceServerException as exc:
                 status = _status(exc)
                 retryable = any(code in status for code in RETRYABLE) or "Socket closed" in (exc.message() or "")
-                last_error = f"{url}: {(exc.message() or status).splitlines()[0][:200]}"
+                last_error = f"at {url} failed: {(exc.message() or status).splitlines()[0][:200]}"
                 if not retryable:
-                    raise LipsyncError(f"inference on {model} at {last_error}") from None
+                    raise LipsyncError(f"inference on {model} {last_error}") from None
                 backoff = self.endpoints.failed(url)
                 self._forget(url)
                 log.event("retry", model=model, url=url, status=status, benched_s=round(backoff, 2))
                 if time.monotonic() > deadline:
-                    raise ServerUnavailable(f"inference on {model} failed: {last_error}") from None
+                    raise ServerUnavailable(f"inference on {model} {last_error}") from None
                 continue
             self.endpoints.ok(url)
             with self._lock:

@@ -178,6 +178,7 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
     def cancel_job(job_id: str, who: Tenant, db: DB):
         job = tenant_job(db, who, job_id)
         request_cancel(db, job)
+        db.commit()  # before the answer: the next request must see it
         log.event("job_cancel_requested", job=job.id, tenant=who, status=job.status)
         return job_view(job)
 
@@ -188,6 +189,7 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
             if key:
                 storage.delete(key)
         db.delete(job)
+        db.commit()
         log.event("job_deleted", job=job_id, tenant=who)
         return PlainTextResponse(status_code=204)
 

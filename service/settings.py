@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     retention_days: float = Field(7.0, description="inputs and results older than this are deleted, jobs marked expired")
     job_retries: int = Field(2, description="re-runs of a job after a transient failure (server down, storage error)")
     retry_delay_s: float = Field(5.0, description="wait before a retry")
+    triton_retry_s: float = Field(30.0, description="how long one job retries an unreachable Triton before the queue retries the job")
     stale_job_s: float = Field(60.0, description="a running job without a heartbeat for this long is re-queued (its worker died)")
     webhook_hosts: str = Field("", description="hosts completion webhooks may call, comma-separated (none = webhooks off)")
     webhook_secret: str = Field("", description="HMAC-SHA256 key for the X-Lipsync-Signature header")

@@ -15,8 +15,13 @@ import fsspec
 class Storage:
     def __init__(self, url: str, endpoint_url: str = ""):
         options = {}
-        if url.startswith("s3://") and endpoint_url:
-            options["client_kwargs"] = {"endpoint_url": endpoint_url}
+        if url.startswith("s3://"):
+            # Bounded waits: a store that stops answering fails a call in seconds (then the job's
+            # retry policy applies) instead of hanging a worker thread for botocore's minute.
+            options["config_kwargs"] = {"connect_timeout": 5, "read_timeout": 30,
+                                        "retries": {"max_attempts": 5, "mode": "standard"}}
+            if endpoint_url:
+                options["client_kwargs"] = {"endpoint_url": endpoint_url}
         self.url = url
         self.fs, root = fsspec.core.url_to_fs(url, **options)
         self.root = root.rstrip("/")
