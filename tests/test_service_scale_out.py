@@ -115,3 +115,16 @@ def test_a_batch_archive_from_s3(scaled_service, media):
         assert [j["status"] for j in view["jobs"]] == ["succeeded", "succeeded"]
         names = zipfile.ZipFile(io.BytesIO(api.get(view["links"]["archive"]).content)).namelist()
         assert names == ["0000_one.mp4", "0001_two.mp4"]
+
+
+def test_concurrent_clients_lose_and_duplicate_nothing_on_postgres_and_redis(scaled_service, tmp_path):
+    """The load test's short mode on the scale-out set-up (the full 100-client figures are in
+    perf/BENCHMARKS.md): every submitted job listed exactly once, all finished."""
+    from lipsync_triton.perf.service_load import run_service_load
+    from lipsync_triton.perf.workload import e2e_workload
+
+    face, audio = e2e_workload(tmp_path / "media", 0.4, 160, 96)
+    report = run_service_load(scaled_service.base, "key-globex", face, audio, clients=20, timeout_s=600)
+    assert report["jobs_submitted"] == 20 and report["submit_errors"] == 0
+    assert report["final_states"] == {"succeeded": 20}
+    assert report["lost"] == 0 and report["duplicated"] == 0 and report["not_final"] == 0
