@@ -1,6 +1,7 @@
 """Run a real tritonserver on a model repository: foreground (CLI) or managed (tests, demo, perf)."""
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -79,6 +80,28 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 SHUTDOWN_GRACE_SECONDS = 30.0  # Triton drains in-flight requests; after this it is killed
 
 
+def sweep_group(pgid: int | None) -> None:
+    """SIGKILL whatever is left in tritonserver's process group: its Python-backend stubs do not
+    exit when tritonserver dies abruptly (OOM killer, SIGKILL) and would each keep a model's memory."""
+    if pgid:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def sweep_when_gone(proc: subprocess.Popen) -> threading.Thread:
+    """When tritonserver exits, however it exits, sweep its group. The stubs also hold its stdout
+    pipe open, so without this a reader of that pipe would never see the end of it."""
+    def watch() -> None:
+        proc.wait()
+        sweep_group(proc.pid)
+
+    thread = threading.Thread(target=watch, name="tritonserver-exit", daemon=True)
+    thread.start()
+    return thread
+
+
 def serve_foreground(model_repository: Path, ports: Ports) -> int:
     """`lipsync serve`: stream the server's log to stdout; non-zero with a one-line reason on failure.
 
@@ -93,6 +116,7 @@ def serve_foreground(model_repository: Path, ports: Ports) -> int:
     # Its own process group: a terminal's Ctrl-C reaches only us, and we forward it once.
     proc = subprocess.Popen(guarded_server(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1, process_group=0)
+    sweep_when_gone(proc)
     stopping = threading.Event()
     received: list[str] = []
 
@@ -121,6 +145,7 @@ def serve_foreground(model_repository: Path, ports: Ports) -> int:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        sweep_group(proc.pid)
     if stopping.is_set():
         log.event("server_stopped", signals=",".join(received), exit_code=code)
         return code if code >= 0 else 128 - code
@@ -155,6 +180,7 @@ class TritonServer:
                                      text=True, bufsize=1, process_group=0)
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()
+        sweep_when_gone(self.proc)
         if not wait:
             return self
         deadline = time.monotonic() + timeout
@@ -194,6 +220,12 @@ class TritonServer:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    def kill(self) -> None:
+        """SIGKILL the server with its backend stubs (a crash, as the tests and a dying node see it)."""
+        if self.proc:
+            sweep_group(self.proc.pid)
+            self.proc.wait()
+
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -204,6 +236,8 @@ class TritonServer:
                 self.proc.wait()
         if self._reader:
             self._reader.join(timeout=5)
+        if self.proc:
+            sweep_group(self.proc.pid)
 
     def __enter__(self) -> "TritonServer":
         return self.start()

@@ -59,8 +59,7 @@ def test_triton_killed_mid_job_and_restarted_the_job_finishes(own_triton, media,
             svc.client() as api:
         job_id = submit(api, media["clip"], speech)
         wait_running(api, job_id)
-        own_triton["server"].proc.kill()
-        own_triton["server"].proc.wait()
+        own_triton["server"].kill()
         time.sleep(2)
         own_triton["restart"]()
         view = wait_for(api, job_id, timeout=300)
@@ -75,7 +74,7 @@ def test_triton_gone_for_good_fails_the_job_after_the_retry_budget(own_triton, m
     with Service(tmp_path / "data", own_triton["server"].grpc_url, extra_env=env) as svc, svc.client() as api:
         job_id = submit(api, media["clip"], speech)
         wait_running(api, job_id)
-        own_triton["server"].proc.kill()
+        own_triton["server"].kill()
         view = wait_for(api, job_id, timeout=180)
         assert view["status"] == "failed" and view["attempts"] == 2
         assert "gave up after 2 attempts" in view["error"] and "\n" not in view["error"]
@@ -89,7 +88,7 @@ def test_one_of_two_triton_servers_killed_mid_job_the_job_completes_on_the_other
     with Service(tmp_path / "data", urls) as svc, svc.client() as api:
         job_id = submit(api, media["clip"], speech)
         wait_running(api, job_id)
-        own_triton["server"].proc.kill()
+        own_triton["server"].kill()
         view = wait_for(api, job_id, timeout=300)
         assert view["status"] == "succeeded" and view["attempts"] == 1
 

@@ -232,3 +232,29 @@ def test_in_flight_stops_running_work_on_a_failure_and_keeps_order():
                 seen.append((context, result))
     assert time.monotonic() - started < 10
     assert seen == [(0, 0), (1, 10), (2, 20)] and cancel.is_set() and not caller.is_set()
+
+
+def _stubs_in_group(pgid: int) -> list[int]:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if "triton_python_backend_stub" in " ".join(proc.info["cmdline"] or []) and os.getpgid(proc.pid) == pgid:
+                found.append(proc.pid)
+        except (psutil.Error, ProcessLookupError):
+            pass
+    return found
+
+
+def test_a_tritonserver_killed_alone_leaves_no_backend_stub_behind(wav2lip_repo):
+    """The OOM killer takes tritonserver only: its Python-backend stubs would live on holding a
+    model's memory each; the manager sweeps its process group."""
+    server = TritonServer(wav2lip_repo).start()
+    try:
+        pgid = server.proc.pid
+        assert _stubs_in_group(pgid)  # the backend runs the model in stub processes
+        server.proc.kill()  # tritonserver alone, as the OOM killer does
+        _wait(lambda: not _stubs_in_group(pgid), 60, "the backend stubs to be swept")
+    finally:
+        server.stop()
