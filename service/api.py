@@ -134,7 +134,8 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
 
     @app.get("/v1/jobs", summary="The tenant's jobs, newest first")
     def list_jobs(who: Tenant, db: DB, limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                  offset: Annotated[int, Query(ge=0)] = 0, status: str | None = None):
+                  offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+                  status: Annotated[str | None, Query(max_length=16)] = None):
         query = select(Job).where(Job.tenant == who)
         if status:
             query = query.where(Job.status == status)

@@ -203,12 +203,14 @@ def test_schemathesis_finds_no_server_error(service):
     report = service.data_dir.parent / "schemathesis.txt"
     done = subprocess.run([sys.executable, "-m", "schemathesis.cli", "run", f"{service.base}/openapi.json",
                            "--checks", "not_a_server_error", "--max-examples", "15", "--workers", "2",
-                           "-H", "Authorization: Bearer key-acme", "--exclude-path-regex", "^/ui"],
+                           "-H", "Authorization: Bearer key-acme"],
                           capture_output=True, text=True, timeout=900)
     report.write_text(done.stdout + done.stderr)
     assert done.returncode == 0, done.stdout[-4000:]
     with service.client() as api:
         assert api.get("/healthz").status_code == 200
+        # found by this run once: an offset beyond SQL's integer range answered 500
+        assert api.get("/v1/jobs", params={"offset": 9248220105862533120}).status_code == 422
 
 
 def test_an_oversized_upload_without_content_length_is_refused_while_it_streams(service):
