@@ -71,5 +71,5 @@ class Storage:
             pass
 
     def ping(self) -> None:
-        """Raises when the store cannot be reached (readiness)."""
-        self.fs.ls(self.root, refresh=True) if self.local else self.fs.ls(self.root.split("/")[0], refresh=True)
+        """Raises when the store cannot be reached (readiness): lists the folder, or the bucket."""
+        self.fs.ls(self.root if self.local else self.root.split("/")[0], refresh=True)

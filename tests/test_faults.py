@@ -5,9 +5,9 @@ partial file, and is never marked succeeded without its result."""
 from __future__ import annotations
 
 import glob
-import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -108,7 +108,7 @@ def test_storage_unreachable_and_database_restarted_nothing_succeeds_without_its
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     port = free_port()
-    moto = subprocess.Popen([os.sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
     try:

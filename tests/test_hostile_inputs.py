@@ -42,13 +42,10 @@ def png_bomb(path: Path, side: int = 20000) -> Path:
 
 
 def nan_wav(path: Path) -> Path:
-    samples = np.full(16000, np.nan, np.float32)
-    import wave  # float WAV written by hand: format 3 (IEEE float)
-
-    data = samples.tobytes()
+    """One second of NaN samples as a 32-bit float WAV (format 3, IEEE float), written by hand."""
+    data = np.full(16000, np.nan, np.float32).tobytes()
     header = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 3, 1, 16000, 64000, 4, 32)
     path.write_bytes(header + b"data" + struct.pack("<I", len(data)) + data)
-    del wave
     return path
 
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from lipsync_triton.preprocessing.media_probe import probe_media
-from service_harness import FINAL, Service, submit, wait_for, wait_for_batch
+from service_harness import Service, submit, wait_for, wait_for_batch
 
 
 def tone(path: Path, seconds: float) -> Path:
