@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
         if not url.startswith(prefix) or ".." in url[len(prefix):].split("/"):
             raise InputError(f"inputs by URL must lie under your tenant's prefix {prefix}", 403)
         try:
-            Storage(settings.storage, settings.s3_endpoint_url).fs.get_file(url, str(target))
+            storage.fs.get_file(url, str(target))
         except FileNotFoundError:
             raise InputError(f"{url} does not exist", 404) from None
         return target

@@ -28,31 +28,21 @@ class JobCollector:
         with session_scope(self.settings.database) as s:
             for tenant, status, count in s.execute(select(Job.tenant, Job.status, func.count()).group_by(Job.tenant, Job.status)):
                 by_state.add_metric([tenant, status], count)
-            finished = s.execute(select(Job.tenant, Job.created_at, Job.started_at, Job.finished_at, Job.frames)
-                                 .where(Job.status == "succeeded")).all()
-        sums: dict[str, list[float]] = {}
-        frames = seconds = 0.0
-        cutoff = utcnow() - RECENT
-        for tenant, created, started, finished_at, n_frames in finished:
-            if not (started and finished_at):
-                continue
-            entry = sums.setdefault(tenant, [0, 0.0, 0.0])
-            entry[0] += 1
-            entry[1] += (finished_at - started).total_seconds()
-            entry[2] += (started - created).total_seconds()
-            if finished_at >= cutoff and n_frames:
-                frames += n_frames
-                seconds += (finished_at - started).total_seconds()
-        for tenant, (count, run_s, wait_s) in sums.items():
-            run.add_metric([tenant], count, run_s)
-            wait.add_metric([tenant], count, wait_s)
+            # Aggregated in SQL from durations stored at success: no job rows are loaded per scrape.
+            for tenant, count, run_s, queue_s in s.execute(
+                    select(Job.tenant, func.count(), func.sum(Job.run_s), func.sum(Job.queue_s))
+                    .where(Job.status == "succeeded", Job.run_s.is_not(None)).group_by(Job.tenant)):
+                run.add_metric([tenant], count, run_s or 0.0)
+                wait.add_metric([tenant], count, queue_s or 0.0)
+            frames, seconds = s.execute(select(func.sum(Job.frames), func.sum(Job.run_s))
+                                        .where(Job.status == "succeeded", Job.finished_at >= utcnow() - RECENT)).one()
         try:
             from .queue import queue_depth
 
             depth.add_metric([], queue_depth())
         except Exception:
             pass
-        fps.add_metric([], frames / seconds if seconds else 0.0)
+        fps.add_metric([], (frames or 0) / seconds if seconds else 0.0)
         yield from (by_state, run, wait, depth, fps)
 
 

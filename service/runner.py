@@ -127,8 +127,11 @@ def run_job(job_id: str, last_attempt: bool = True, settings: Settings | None = 
         thumbnail(out, work / "thumb.jpg")
         storage.put_file(out, result_key)
         storage.put_file(work / "thumb.jpg", thumb_key)
+        finished = utcnow()
         if watch.superseded or not _update(db, job, status="succeeded", progress=1.0, result_key=result_key,
-                                           thumbnail_key=thumb_key, frames=result.frames, finished_at=utcnow()):
+                                           thumbnail_key=thumb_key, frames=result.frames, finished_at=finished,
+                                           run_s=(finished - job.started_at).total_seconds(),
+                                           queue_s=(job.started_at - job.created_at).total_seconds()):
             raise Superseded()
         log.event("job_succeeded", job=job.id, tenant=job.tenant, seconds=round(time.monotonic() - started, 3),
                   frames=result.frames, frames_per_s=result.frames_per_second)

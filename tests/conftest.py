@@ -45,6 +45,15 @@ def cache_dir(tmp_path) -> Path:
     return tmp_path / "cache"
 
 
+def tone(path: Path, seconds: float, extra: list[str] | None = None) -> Path:
+    """A sine tone as speech stand-in (16 kHz mono unless `extra` says otherwise): any length, instantly."""
+    import subprocess
+
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency=200:duration={seconds}",
+                    *(extra or ["-ar", "16000"]), str(path)], check=True)
+    return path
+
+
 def decode_frames(path: Path, limit: int | None = None) -> np.ndarray:
     from lipsync_triton.preprocessing.video import FrameSource
 

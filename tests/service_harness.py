@@ -88,6 +88,17 @@ def wait_for(client: httpx.Client, job_id: str, states=FINAL, timeout: float = 3
     raise AssertionError(f"job {job_id} still {view['status']} after {timeout:.0f} s")
 
 
+def wait_running(client: httpx.Client, job_id: str, progress: float = 0.05, timeout: float = 180.0) -> None:
+    """Until the job is running and past `progress` (a fault injected then hits a job mid-run)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = client.get(f"/v1/jobs/{job_id}")
+        if view.status_code == 200 and view.json()["status"] == "running" and view.json()["progress"] > progress:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never got past {progress:.0%}")
+
+
 def wait_for_batch(client: httpx.Client, batch_id: str, timeout: float = 300.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -14,23 +14,12 @@ from pathlib import Path
 import pytest
 
 from lipsync_triton.serving.server import Ports, TritonServer
-from service_harness import Service, submit, wait_for
+from conftest import tone
+from service_harness import Service, submit, wait_for, wait_running
 
 
-def tone(path: Path, seconds: float) -> Path:
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency=180:duration={seconds}", "-ar", "16000",
-                    str(path)], check=True)
-    return path
 
 
-def wait_running(api, job_id: str, progress: float = 0.05, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        view = api.get(f"/v1/jobs/{job_id}")
-        if view.status_code == 200 and view.json()["status"] == "running" and view.json()["progress"] > progress:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} never got past {progress:.0%}")
 
 
 def no_partial_files(data: Path) -> None:

@@ -17,15 +17,12 @@ import numpy as np
 import pytest
 
 from lipsync_triton.samples import astronaut_bgr
+from conftest import tone
 from service_harness import Service, wait_for, wait_for_batch
 
 FINAL_OK = ("succeeded", "failed")
 
 
-def tone(path: Path, seconds: float, extra: list[str] | None = None) -> Path:
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency=200:duration={seconds}",
-                    *(extra or ["-ar", "16000"]), str(path)], check=True)
-    return path
 
 
 def png_bomb(path: Path, side: int = 20000) -> Path:

@@ -2,14 +2,13 @@
 the other; once restarted, it is used again. `dns://` names resolve to every address."""
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from lipsync_triton.client.endpoints import Endpoints, HealthBoard, resolve
 from lipsync_triton.client.generate import GenerateOptions, generate
 from lipsync_triton.client.triton_client import WAV2LIP_MODEL, TritonPool
 from lipsync_triton.preprocessing.media_probe import probe_media
+from conftest import tone
 from lipsync_triton.serving.server import Ports, TritonServer
 
 
@@ -27,9 +26,7 @@ def two_servers(exported_repo, tmp_path):
 
 def test_a_server_killed_mid_run_is_survived_and_used_again_after_restart(two_servers, exported_repo, media, tmp_path):
     a, b = two_servers
-    speech = tmp_path / "speech.wav"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=200:duration=8", "-ar", "16000",
-                    str(speech)], check=True)
+    speech = tone(tmp_path / "speech.wav", 8.0)
     killed = []
 
     def kill_a_midway(done: int, total: int) -> None:

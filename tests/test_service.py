@@ -18,13 +18,10 @@ import httpx
 import pytest
 
 from lipsync_triton.preprocessing.media_probe import probe_media
-from service_harness import Service, submit, wait_for, wait_for_batch
+from conftest import tone
+from service_harness import Service, submit, wait_for, wait_for_batch, wait_running
 
 
-def tone(path: Path, seconds: float) -> Path:
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency=220:duration={seconds}",
-                    "-ar", "16000", str(path)], check=True)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +58,7 @@ def test_a_job_runs_and_its_result_streams_with_range_requests(service, media):
         assert listed["jobs"][0]["id"] == job_id
         metrics = httpx.get(f"{service.base}/metrics").text
         assert 'lipsync_jobs{status="succeeded",tenant="acme"}' in metrics and "lipsync_queue_depth" in metrics
+        assert 'lipsync_job_run_seconds_count{tenant="acme"}' in metrics
     ready = httpx.get(f"{service.base}/readyz").json()
     assert ready["ready"] is True and set(ready["checks"]) == {"triton", "storage", "queue", "database"}
 
@@ -153,9 +151,7 @@ def test_a_zip_batch_refuses_path_tricks_per_item(service, media, tmp_path):
 def test_cancel_reaches_a_running_job_within_seconds(service, media, long_speech):
     with service.client() as api:
         job_id = submit(api, media["clip"], long_speech)
-        deadline = time.monotonic() + 120
-        while api.get(f"/v1/jobs/{job_id}").json()["progress"] <= 0 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_running(api, job_id, progress=0.0)
         asked = time.monotonic()
         assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
         view = wait_for(api, job_id, timeout=60)
@@ -215,9 +211,7 @@ def test_a_worker_killed_mid_job_leaves_it_to_run_again(triton, media, long_spee
             with svc.client() as api:
                 speech = tone(tmp_path / "speech.wav", 12.0)
                 job_id = submit(api, media["clip"], speech)
-                deadline = time.monotonic() + 120
-                while api.get(f"/v1/jobs/{job_id}").json()["progress"] <= 0.05 and time.monotonic() < deadline:
-                    time.sleep(0.2)
+                wait_running(api, job_id)
                 worker.kill()  # SIGKILL: no chance to hand the job back
                 worker.wait()
                 assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
