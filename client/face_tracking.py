@@ -90,34 +90,45 @@ def _detect(source: FrameSource, pool: TritonPool, spec: TrackingSpec, limit: in
     tail is interpolated, not extrapolated); a presenter's head moves little in 2-3 frames at 25 fps
     and the 5-frame smoothing averages more than that."""
     letterbox = Letterbox(*spec.detector_size)
+    to_input = letterbox.apply_i420 if source.pix_fmt == "yuv420p" else letterbox.apply
     follower = FaceFollower(FaceSelector.parse(spec.select))
     total = limit or source.info.frames or 0
     step = max(1, spec.detect_every)
 
-    def requests():
-        images, indices, scales = [], [], []
-
-        def add(frame: np.ndarray, index: int) -> None:
-            with timer.stage("detect"):
-                image, scale = letterbox.apply(frame)  # a copy: the ring reuses the frame
-            images.append(image), indices.append(index), scales.append(scale)
-
+    def inputs():
+        """(frame index, detector image, scale) for each frame to detect."""
+        if source.plain_video:  # ffmpeg samples, scales and pads: only the frames detected are piped
+            nw, nh, scale = letterbox.fitted(source.info.height, source.info.width)
+            for index, image in source.sampled_frames((nw, nh), (letterbox.width, letterbox.height), step, limit):
+                yield index, image, scale
+            return
         skipped = None  # the newest skipped frame: still valid after the loop (the ring holds two)
         for index, frame in enumerate(source.frames(ring=2, limit=limit)):
-            if stop is not None and stop.is_set():
-                raise Cancelled("face detection stopped")
             if index % step:
                 skipped = (index, frame)
                 continue
             skipped = None
-            add(frame, index)
-            if len(images) == batch_size:
-                yield (DETECTOR_MODEL, {"image": np.stack(images)}, DETECTOR_OUTPUTS), (indices, scales)
-                images, indices, scales = [], [], []
+            with timer.stage("detect"):
+                image, scale = to_input(frame)  # a copy: the ring reuses the frame
+            yield index, image, scale
         if skipped is not None:  # the final frame: detect it so the tail is interpolated
-            add(skipped[1], skipped[0])
-        if images:
-            yield (DETECTOR_MODEL, {"image": np.stack(images)}, DETECTOR_OUTPUTS), (indices, scales)
+            yield skipped[0], *to_input(skipped[1])
+
+    def requests():
+        batch: list = []
+        for item in inputs():
+            if stop is not None and stop.is_set():
+                raise Cancelled("face detection stopped")
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield request(batch)
+                batch = []
+        if batch:
+            yield request(batch)
+
+    def request(batch: list) -> tuple:
+        indices, images, scales = zip(*batch)
+        return (DETECTOR_MODEL, {"image": np.stack(images)}, DETECTOR_OUTPUTS), (indices, scales)
 
     n_requests = 0
     for (indices, scales), out in flight.map(pool.infer, requests()):

@@ -19,12 +19,12 @@ from lipsync_triton.errors import LipsyncError
 from lipsync_triton.memory import pin_large_allocations_to_mmap
 from lipsync_triton.preprocessing.audio import load_mel
 from lipsync_triton.preprocessing.mel import MEL_WINDOW, mel_window_starts
-from lipsync_triton.preprocessing.crops import crop_face, paste_face
+from lipsync_triton.preprocessing.crops import crop_face_i420, paste_face_i420
 from lipsync_triton.preprocessing.faces import FaceSelector
 from lipsync_triton.preprocessing.video import FrameSource, FrameTransform
 from .face_tracking import FixedBoxes, TrackingSpec, TrackResult, track_faces
 from .in_flight import InFlight, JobCancel
-from .mp4_writer import Mp4Writer
+from .mp4_writer import DEFAULT_X264_PARAMS, Mp4Writer
 from .presenter_cache import PresenterCache
 from .progress import ProgressCallback
 from .stage_timer import StageTimer
@@ -56,6 +56,7 @@ class GenerateOptions:
     request_timeout: float = 120.0  # one request's deadline (then it counts as a transient error)
     crf: int = 18
     preset: str = "veryfast"
+    x264_params: str = DEFAULT_X264_PARAMS
 
 
 @dataclass
@@ -128,7 +129,8 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
     timer = StageTimer()
     selector = FaceSelector.parse(opts.face_select)
     transform = FrameTransform(opts.resize_factor, tuple(opts.crop), opts.rotate)
-    source = FrameSource(face, transform, static=opts.static, fps=opts.fps)
+    # Frames stay I420 from decoder to encoder: only face boxes are converted (see preprocessing.i420).
+    source = FrameSource(face, transform, static=opts.static, fps=opts.fps, pix_fmt="yuv420p")
     with timer.stage("mel"):
         mel = load_mel(audio)
         starts = mel_window_starts(mel.shape[1], source.fps)
@@ -154,7 +156,7 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
             with timer.stage("detect"):  # waits only while detection is behind this frame
                 box = tracked.boxes.box(src_index)
             with timer.stage("paste"):
-                crops.append(crop_face(frame, box))
+                crops.append(crop_face_i420(frame, box))
             mels.append(mel[:, starts[frame_index]:starts[frame_index] + MEL_WINDOW])
             frames.append(frame)
             frame_boxes.append(box)
@@ -162,7 +164,8 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
                 yield (WAV2LIP_MODEL, {"mel": np.stack(mels), "face": np.stack(crops)}, ["face_out"]), (frames, frame_boxes)
                 frames, frame_boxes, crops, mels = [], [], [], []
 
-    writer = Mp4Writer(outfile, source.width, source.height, source.fps, audio, crf=opts.crf, preset=opts.preset)
+    writer = Mp4Writer(outfile, source.width, source.height, source.fps, audio, crf=opts.crf, preset=opts.preset,
+                       x264_params=opts.x264_params, pix_fmt="yuv420p")
     done = wav_requests = 0
     try:
         with InFlight(opts.in_flight, job_cancel, "wav2lip") as flight:
@@ -170,7 +173,7 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
                 wav_requests += 1
                 for frame, box, face_out in zip(frames, frame_boxes, out["face_out"]):
                     with timer.stage("paste"):
-                        paste_face(frame, box, face_out, blend=opts.blend)
+                        paste_face_i420(frame, box, face_out, blend=opts.blend)
                     with timer.stage("encode"):
                         writer.write(frame)
                 done += len(frames)

@@ -21,7 +21,7 @@ import numpy as np
 from lipsync_triton import log
 from lipsync_triton.files import file_sha256
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: detector input letterboxed from I420 frames
 
 
 def default_cache_dir() -> Path:

@@ -185,6 +185,13 @@ def _add_perf(sub) -> None:
     e.add_argument("--seconds", type=float, nargs="+", help="clip lengths (default 10 20 60)")
     e.add_argument("--lecture-minutes", type=float, nargs="+", help="speech lengths on a still photo for the memory check (default 1 30)")
     e.add_argument("--tiny", action="store_true", help="seconds-long smoke run (CI)")
+    c = perf.add_parser("compare", help="an earlier commit's client vs this tree: e2e jobs alternating on one server")
+    c.add_argument("--baseline", required=True, help="git revision to compare against (e.g. HEAD~1)")
+    c.add_argument("--model-repository", type=Path)
+    c.add_argument("--out", type=Path, default=Path("perf/results"))
+    c.add_argument("--rounds", type=int, default=3)
+    c.add_argument("--seconds", type=float, default=10.0, help="clip length")
+    c.add_argument("--tiny", action="store_true", help="seconds-long smoke run (CI)")
     v = perf.add_parser("service", help="concurrent clients submitting and polling jobs against a running job service")
     v.add_argument("--api", default="http://127.0.0.1:7860", help="the service's base URL")
     v.add_argument("--key", default=None, help="API key (none for a local-only service)")
@@ -199,6 +206,13 @@ def _run_perf(args) -> int:
         from lipsync_triton.perf.models_bench import run_models_bench
 
         run_models_bench(args.out, args.model_repository, tiny=args.tiny, shared_memory=args.shared_memory)
+    elif args.perf_command == "compare":
+        from lipsync_triton.perf.compare_checkouts import run_compare
+
+        if args.tiny:
+            run_compare(args.baseline, args.out, args.model_repository, rounds=1, seconds=1.0, size=(320, 192), ceiling_seconds=0.5)
+        else:
+            run_compare(args.baseline, args.out, args.model_repository, rounds=args.rounds, seconds=args.seconds)
     elif args.perf_command == "service":
         from lipsync_triton.perf.service_load import run_service_bench
 

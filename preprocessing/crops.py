@@ -6,6 +6,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from . import i420
+
 MODEL_SIZE = 96
 # Wav2Lip regenerates the lower half of its crop (rows 48-95: mouth, chin, jaw). The blend weight
 # rises from 0 to 1 across the half-line, between these fractions of the box height ...
@@ -19,6 +21,11 @@ def crop_face(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
     interpolation, as the reference inference does."""
     x1, y1, x2, y2 = (int(v) for v in box)
     return cv2.resize(frame[y1:y2, x1:x2], (MODEL_SIZE, MODEL_SIZE))
+
+
+def crop_face_i420(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """`crop_face` for an I420 frame: only the box is converted to BGR."""
+    return cv2.resize(i420.region_to_bgr(frame, box), (MODEL_SIZE, MODEL_SIZE))
 
 
 def _edge_ramp(length: int, feather: float) -> np.ndarray:
@@ -54,3 +61,24 @@ def paste_face(frame: np.ndarray, box: np.ndarray, generated: np.ndarray, blend:
     region = frame[y1 + top:y2, x1:x2]
     region_f = region.astype(np.float32)
     region[:] = (region_f + alpha[top:] * (patch[top:].astype(np.float32) - region_f) + 0.5).astype(np.uint8)
+
+
+def paste_face_i420(frame: np.ndarray, box: np.ndarray, generated: np.ndarray, blend: bool = True) -> None:
+    """`paste_face` for an I420 frame (in place), on the box widened to even coordinates (at most one
+    pixel per side) so that it covers whole chroma samples; outside the blended area (the upper
+    face, the feathered edges' zero weight, the rest of the frame) pixels keep their exact values."""
+    width, height = i420.frame_size(frame)
+    x1, y1, x2, y2 = i420.even_box(box, width, height)
+    h, w = y2 - y1, x2 - x1
+    patch = cv2.resize(generated, (w, h), interpolation=cv2.INTER_LINEAR)
+    if not blend:
+        i420.blend_bgr_patch(frame, (x1, y1, x2, y2), patch, None)
+        return
+    i420.blend_bgr_patch(frame, (x1, y1, x2, y2), patch, _i420_weights(h, w), first_row=int(HALF_LINE_RAMP[0] * h))
+
+
+@lru_cache(maxsize=64)
+def _i420_weights(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """`lower_face_mask` for the Y plane and per chroma sample (boxes repeat from frame to frame)."""
+    luma = lower_face_mask(height, width)[:, :, 0]
+    return luma, i420.chroma_weight(luma)

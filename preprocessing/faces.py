@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from lipsync_triton.errors import LipsyncError
+from . import i420
 
 SCORE_THRESHOLD = 0.5
 NMS_IOU = 0.3
@@ -23,12 +24,26 @@ class Letterbox:
     def scale_for(self, frame_h: int, frame_w: int) -> float:
         return min(self.height / frame_h, self.width / frame_w)
 
+    def fitted(self, frame_h: int, frame_w: int) -> tuple[int, int, float]:
+        """(width, height) the frame is scaled to inside the box, and the scale."""
+        scale = self.scale_for(frame_h, frame_w)
+        return max(1, round(frame_w * scale)), max(1, round(frame_h * scale)), scale
+
     def apply(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
-        scale = self.scale_for(*frame.shape[:2])
-        nh, nw = max(1, round(frame.shape[0] * scale)), max(1, round(frame.shape[1] * scale))
+        nw, nh, scale = self.fitted(*frame.shape[:2])
         canvas = np.zeros((self.height, self.width, 3), np.uint8)
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         canvas[:nh, :nw] = cv2.resize(frame, (nw, nh), interpolation=interp)
+        return canvas, scale
+
+    def apply_i420(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
+        """`apply` for an I420 frame: its planes are scaled down first, so only the small picture is
+        converted to BGR."""
+        width, height = i420.frame_size(frame)
+        nw, nh, scale = self.fitted(height, width)
+        canvas = np.zeros((self.height, self.width, 3), np.uint8)
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        canvas[:nh, :nw] = i420.resized_bgr(frame, nw, nh, interp)
         return canvas, scale
 
 

@@ -2,6 +2,7 @@
 resize/crop/rotate options applied to every frame."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -10,6 +11,7 @@ import cv2
 import numpy as np
 
 from lipsync_triton.errors import LipsyncError
+from . import i420
 from .ffmpeg_pipe import FfmpegProcess
 from .media_probe import MediaInfo, probe_media
 
@@ -36,6 +38,10 @@ class FrameTransform:
                 raise LipsyncError(f"--crop {self.crop} leaves an empty frame; check the crop against the frame size")
         return np.ascontiguousarray(frame)
 
+    @property
+    def identity(self) -> bool:
+        return self.resize_factor <= 1 and not self.rotate and tuple(self.crop) == (0, -1, 0, -1)
+
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         probe = np.zeros((height, width, 1), np.uint8)
         out = self.apply(probe)
@@ -49,21 +55,35 @@ class FrameSource:
     and OpenCV a photo's EXIF orientation, and `width`/`height` are the displayed size. A still
     image (or `static=True`) yields its single frame; `frames()` can be iterated again (the video
     is decoded again), which is how looping over a short video works.
+
+    Frames are BGR [H, W, 3] (`pix_fmt="bgr24"`) or I420 [H*3/2, W] (`"yuv420p"`, see `i420`: what
+    the generation pipeline uses; an odd size is padded to even, and `width`/`height` say so).
     """
 
-    def __init__(self, path: str | Path, transform: FrameTransform = FrameTransform(), static: bool = False, fps: float = 25.0):
+    def __init__(self, path: str | Path, transform: FrameTransform = FrameTransform(), static: bool = False, fps: float = 25.0,
+                 pix_fmt: str = "bgr24"):
+        if pix_fmt not in ("bgr24", "yuv420p"):
+            raise ValueError(f"pix_fmt must be bgr24 or yuv420p, not {pix_fmt}")
         self.path = Path(path)
+        self.pix_fmt = pix_fmt
         self.info: MediaInfo = probe_media(self.path)
         if not self.info.has_video or self.info.width <= 0:
             raise LipsyncError(f"{self.path} has no video or image stream; pass a presenter video or a photo")
         self.transform = transform
         self.still = self.info.is_image or static
         self.fps = fps if self.info.is_image or not self.info.fps else self.info.fps
+        self._native_i420 = False  # decided below, once the output size is known
         self._still_frame: np.ndarray | None = self._read_still() if self.still else None
         if self._still_frame is not None:
-            self.height, self.width = self._still_frame.shape[:2]
-        else:
-            self.width, self.height = transform.output_size(self.info.width, self.info.height)
+            shape = self._still_frame.shape
+            self.width, self.height = i420.frame_size(self._still_frame) if pix_fmt == "yuv420p" else (shape[1], shape[0])
+            return
+        self.width, self.height = transform.output_size(self.info.width, self.info.height)
+        if pix_fmt == "yuv420p":
+            self.width, self.height = self.width + self.width % 2, self.height + self.height % 2
+            # I420 straight from the decoder when nothing is to be transformed (the usual case);
+            # otherwise the transform works on BGR and the result is converted.
+            self._native_i420 = transform.identity and (self.width, self.height) == (self.info.width, self.info.height)
 
     def frames(self, ring: int = 0, limit: int | None = None) -> Iterator[np.ndarray]:
         """Decoded frames in order (at most `limit`). With `ring` > 0 frames are decoded into `ring`
@@ -79,7 +99,7 @@ class FrameSource:
             # IMREAD_COLOR applies the EXIF orientation, as a photo viewer does.
             image = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
             if image is not None:
-                return self.transform.apply(image)
+                return self._output(self.transform.apply(image))
         for frame in self._decode(limit=1):
             return frame.copy()
         raise LipsyncError(f"{self.path} holds no decodable frame; pass a valid image or video")
@@ -90,21 +110,69 @@ class FrameSource:
         if limit:
             args += ["-frames:v", str(limit)]
         # Keep every source frame (no fps conversion): frame i of the output is frame i of the input.
-        args += ["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
-        frame_bytes = w * h * 3
-        buffers = [np.empty((h, w, 3), np.uint8) for _ in range(ring)]
+        native = self._native_i420
+        args += ["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p" if native else "bgr24", "-"]
+        shape = (i420.i420_height(h), w) if native else (h, w, 3)
+        frame_bytes = int(np.prod(shape))
+        buffers = [np.empty(shape, np.uint8) for _ in range(ring)]
         count = 0
         with FfmpegProcess(args, read=True, bufsize=frame_bytes) as reader:
             while True:
-                frame = buffers[count % ring] if ring else np.empty((h, w, 3), np.uint8)
+                frame = buffers[count % ring] if ring else np.empty(shape, np.uint8)
                 if reader.readinto(memoryview(frame).cast("B")) < frame_bytes:
                     break
                 count += 1
-                yield self.transform.apply(frame)
+                yield frame if native else self._output(self.transform.apply(frame))
             status = reader.finish()
             if limit and count >= limit:
                 return
             self._check_complete(count, status, reader.reason())
+
+    @property
+    def plain_video(self) -> bool:
+        """A video whose frames need no transform: ffmpeg can scale and sample them itself."""
+        return not self.still and self.transform.identity
+
+    def sampled_frames(self, scaled: tuple[int, int], padded: tuple[int, int], step: int,
+                       limit: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, BGR image) of frames 0, step, 2*step, ... and the last one (within `limit`), each
+        scaled to `scaled` (w, h) and padded right and bottom with black to `padded` (w, h).
+
+        For the face detector: ffmpeg scales, converts and pipes only the frames asked for (the
+        video is still decoded whole). Needs `plain_video`. Frames past a truncation are simply
+        missing here; the generation decode reports the truncation."""
+        if not self.plain_video:
+            raise ValueError("sampled_frames needs a video without resize, crop or rotate options")
+        total = min(limit, self.info.frames) if limit and self.info.frames else (limit or self.info.frames or None)
+        wanted = list(range(0, total, step)) if total else None
+        select = f"not(mod(n\\,{step}))"
+        if total:
+            if (total - 1) % step:
+                wanted.append(total - 1)
+                select += f"+eq(n\\,{total - 1})"
+            select = f"({select})*lt(n\\,{total})"
+        (sw, sh), (pw, ph) = scaled, padded
+        flags = "area" if sw < self.info.width else "bilinear"
+        # The detector sees a reduced picture: skipping the decoder's deblocking filter saves about a
+        # quarter of this decode and moves boxes by a fraction of a pixel on average (BENCHMARKS.md).
+        args = ["-skip_loop_filter", "all", "-i", str(self.path), "-map", "0:v:0", "-vf", f"select={select},scale={sw}:{sh}:flags={flags},pad={pw}:{ph}:0:0:black",
+                "-fps_mode", "passthrough", *(["-frames:v", str(len(wanted))] if wanted else []),
+                "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
+        with FfmpegProcess(args, read=True, bufsize=pw * ph * 3) as reader:
+            for count in itertools.count():
+                image = np.empty((ph, pw, 3), np.uint8)
+                if reader.readinto(memoryview(image).cast("B")) < image.nbytes:
+                    break
+                if wanted is not None and count >= len(wanted):
+                    break
+                yield (wanted[count] if wanted is not None else count * step), image
+            status = reader.finish()
+            if status != 0 and count == 0:
+                raise LipsyncError(f"{self.path} holds no decodable video frame ({reader.reason()}); the file is truncated "
+                                   "or corrupt: re-export the video")
+
+    def _output(self, bgr: np.ndarray) -> np.ndarray:
+        return i420.from_bgr(bgr) if self.pix_fmt == "yuv420p" else bgr
 
     def _check_complete(self, count: int, status: int, reason: str) -> None:
         expected = self.info.frames

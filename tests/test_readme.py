@@ -29,6 +29,7 @@ EXECUTED = {
     ".venv/bin/lipsync generate": "test_generate_command_example",
     ".venv/bin/lipsync perf models": "test_perf_command_examples",
     ".venv/bin/lipsync perf e2e": "test_perf_command_examples",
+    ".venv/bin/lipsync perf compare": "test_perf_command_examples",
     "make service": "test_make_service_and_the_curl_example",
     "JOB=$(curl": "test_make_service_and_the_curl_example",
     "until curl": "test_make_service_and_the_curl_example",
@@ -182,6 +183,17 @@ def test_perf_command_examples(exported_repo, tmp_path):
     assert [r["concurrency"] for r in rows] == [1, 4] and all(r["ratio"] > 0 for r in rows)
     assert (results / "face_detector_dynamic_batching.png").exists()
     assert "| wav2lip |" in outputs[".venv/bin/lipsync perf models"]
+
+    # perf compare against HEAD (a CI clone may hold no earlier commit): both sides run and are compared.
+    argv = [a if a != "HEAD~1" else "HEAD" for a in _argv(_command(".venv/bin/lipsync perf compare"))]
+    proc = subprocess.run(argv + ["--tiny", "--model-repository", str(exported_repo)], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    compare = json.loads((results / "compare.json").read_text())
+    for mode in ("cache_hit", "no_cache"):
+        row = compare["rounds"][0]
+        assert row[f"baseline_{mode}"]["frames_per_second"] > 0 and row[f"current_{mode}"]["frames_per_second"] > 0
+        assert compare["summary"][mode]["ratio"] > 0
+    assert "| cache_hit |" in proc.stdout
 
     e2e = json.loads((results / "e2e.json").read_text())
     runs = e2e["runs"]
