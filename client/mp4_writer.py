@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lipsync_triton.errors import LipsyncError
+from lipsync_triton.preprocessing import i420
 from lipsync_triton.preprocessing.ffmpeg_pipe import FfmpegProcess
 
 DEFAULT_X264_PARAMS = "subme=1:me=dia"
@@ -34,8 +35,7 @@ class Mp4Writer:
         self.outfile = Path(outfile)
         self.outfile.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.outfile.with_name(f".{self.outfile.name}.partial-{os.getpid()}.mp4")
-        if pix_fmt not in ("bgr24", "yuv420p"):
-            raise ValueError(f"pix_fmt must be bgr24 or yuv420p, not {pix_fmt}")
+        i420.check_pix_fmt(pix_fmt)
         if pix_fmt == "yuv420p" and (width % 2 or height % 2):
             raise ValueError(f"yuv420p frames have an even size, not {width}x{height}")
         self.frame_bytes = width * height * 3 // (2 if pix_fmt == "yuv420p" else 1)

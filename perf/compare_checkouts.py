@@ -8,7 +8,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tarfile
 import tempfile
 import tomllib
@@ -19,7 +18,7 @@ import psutil
 from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.serving.server import TritonServer
-from .e2e_bench import generator_ceiling
+from .e2e_bench import generator_ceiling, run_job, server_processes
 from .machine import machine_description
 from .workload import e2e_workload, ensure_repository, model_inputs
 
@@ -48,27 +47,17 @@ def baseline_package(rev: str, dest: Path) -> Path:
 
 
 def _job(pythonpath: Path | None, clip: Path, speech: Path, outfile: Path, url: str, cache_dir: Path, no_cache: bool) -> dict:
-    env = dict(os.environ)
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
-    cmd = [sys.executable, "-m", "lipsync_triton.perf.e2e_worker", "--face", str(clip), "--audio", str(speech),
-           "--outfile", str(outfile), "--url", url, "--cache-dir", str(cache_dir), *(["--no-cache"] if no_cache else [])]
     before = os.times()
-    # From a neutral directory: the baseline must not import this tree's modules by accident.
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cache_dir.parent)
+    job = run_job(clip, speech, outfile, url, cache_dir, not no_cache, pythonpath=pythonpath)
     after = os.times()
-    if proc.returncode != 0:
-        raise LipsyncError(f"compare job failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
-    job = json.loads(proc.stdout.strip().splitlines()[-1])
     cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-    return {"frames": job["frames"], "frames_per_second": job["frames_per_second"], "client_cpu_ms_per_frame": round(1000 * cpu / job["frames"], 1),
-            "output_bytes": outfile.stat().st_size}
+    return {"frames": job["frames"], "frames_per_second": job["frames_per_second"],
+            "client_cpu_ms_per_frame": round(1000 * cpu / job["frames"], 1), "output_bytes": outfile.stat().st_size}
 
 
 def _server_cpu(pid: int) -> float:
     total = 0.0
-    root = psutil.Process(pid)
-    for proc in [root, *root.children(recursive=True)]:
+    for proc in server_processes(pid):
         try:
             times = proc.cpu_times()
             total += times.user + times.system

@@ -3,6 +3,7 @@ generator-only ceiling measured in the same run; stage split, cache on/off, peak
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -46,24 +47,33 @@ def generator_ceiling(url: str, inputs: list[dict], batches: list[int], seconds:
 
 
 def run_job(face: Path, audio: Path, outfile: Path, url: str, cache_dir: Path, use_cache: bool, fps: float = 25.0,
-            detect_every: int | None = None) -> dict:
+            detect_every: int | None = None, pythonpath: Path | None = None) -> dict:
+    """One job in its own process (its peak RSS is its own); `pythonpath` runs another checkout's
+    package instead of this one (from the cache's folder, so nothing of this tree is imported)."""
     cmd = [sys.executable, "-m", "lipsync_triton.perf.e2e_worker", "--face", str(face), "--audio", str(audio),
            "--outfile", str(outfile), "--url", url, "--cache-dir", str(cache_dir), "--fps", str(fps)]
     if detect_every:
         cmd += ["--detect-every", str(detect_every)]
     if not use_cache:
         cmd.append("--no-cache")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = None if pythonpath is None else {**os.environ, "PYTHONPATH": str(pythonpath)}
+    cwd = None if pythonpath is None else cache_dir.parent
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
     if proc.returncode != 0:
         raise LipsyncError(f"e2e job failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def server_processes(pid: int) -> list[psutil.Process]:
+    """tritonserver and its Python-backend stub processes."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
 def server_peak_rss_mb(pid: int) -> float:
     """Peak RSS (VmHWM) of tritonserver plus its Python-backend stub processes."""
     total = 0.0
-    proc = psutil.Process(pid)
-    for p in [proc, *proc.children(recursive=True)]:
+    for p in server_processes(pid):
         try:
             total += peak_rss_mb(p.pid)
         except OSError:

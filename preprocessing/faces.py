@@ -30,20 +30,19 @@ class Letterbox:
         return max(1, round(frame_w * scale)), max(1, round(frame_h * scale)), scale
 
     def apply(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
-        nw, nh, scale = self.fitted(*frame.shape[:2])
-        canvas = np.zeros((self.height, self.width, 3), np.uint8)
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        canvas[:nh, :nw] = cv2.resize(frame, (nw, nh), interpolation=interp)
-        return canvas, scale
+        return self._place(*frame.shape[:2], lambda w, h, interp: cv2.resize(frame, (w, h), interpolation=interp))
 
     def apply_i420(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
         """`apply` for an I420 frame: its planes are scaled down first, so only the small picture is
         converted to BGR."""
         width, height = i420.frame_size(frame)
-        nw, nh, scale = self.fitted(height, width)
+        return self._place(height, width, lambda w, h, interp: i420.resized_bgr(frame, w, h, interp))
+
+    def _place(self, frame_h: int, frame_w: int, resize) -> tuple[np.ndarray, float]:
+        """The canvas with `resize(w, h, interpolation)` (the frame as BGR at the fitted size) top left."""
+        nw, nh, scale = self.fitted(frame_h, frame_w)
         canvas = np.zeros((self.height, self.width, 3), np.uint8)
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        canvas[:nh, :nw] = i420.resized_bgr(frame, nw, nh, interp)
+        canvas[:nh, :nw] = resize(nw, nh, cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         return canvas, scale
 
 

@@ -12,6 +12,14 @@ import cv2
 import numpy as np
 
 
+PIX_FMTS = ("bgr24", "yuv420p")  # what frames travel as: BGR [H, W, 3] or I420 [H*3/2, W]
+
+
+def check_pix_fmt(pix_fmt: str) -> None:
+    if pix_fmt not in PIX_FMTS:
+        raise ValueError(f"pix_fmt must be one of {', '.join(PIX_FMTS)}, not {pix_fmt}")
+
+
 def i420_height(height: int) -> int:
     """Rows of the (H*3/2, W) array for a frame of `height` rows."""
     return height * 3 // 2

@@ -62,8 +62,7 @@ class FrameSource:
 
     def __init__(self, path: str | Path, transform: FrameTransform = FrameTransform(), static: bool = False, fps: float = 25.0,
                  pix_fmt: str = "bgr24"):
-        if pix_fmt not in ("bgr24", "yuv420p"):
-            raise ValueError(f"pix_fmt must be bgr24 or yuv420p, not {pix_fmt}")
+        i420.check_pix_fmt(pix_fmt)
         self.path = Path(path)
         self.pix_fmt = pix_fmt
         self.info: MediaInfo = probe_media(self.path)
@@ -155,30 +154,29 @@ class FrameSource:
         flags = "area" if sw < self.info.width else "bilinear"
         # The detector sees a reduced picture: skipping the decoder's deblocking filter saves about a
         # quarter of this decode and moves boxes by a fraction of a pixel on average (BENCHMARKS.md).
-        args = ["-skip_loop_filter", "all", "-i", str(self.path), "-map", "0:v:0", "-vf", f"select={select},scale={sw}:{sh}:flags={flags},pad={pw}:{ph}:0:0:black",
-                "-fps_mode", "passthrough", *(["-frames:v", str(len(wanted))] if wanted else []),
-                "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
+        args = ["-skip_loop_filter", "all", "-i", str(self.path), "-map", "0:v:0",
+                "-vf", f"select={select},scale={sw}:{sh}:flags={flags},pad={pw}:{ph}:0:0:black", "-fps_mode", "passthrough",
+                *(["-frames:v", str(len(wanted))] if wanted else []), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
         with FfmpegProcess(args, read=True, bufsize=pw * ph * 3) as reader:
-            for count in itertools.count():
+            for count in itertools.count():  # -frames:v stops ffmpeg after the last wanted frame
                 image = np.empty((ph, pw, 3), np.uint8)
                 if reader.readinto(memoryview(image).cast("B")) < image.nbytes:
                     break
-                if wanted is not None and count >= len(wanted):
-                    break
                 yield (wanted[count] if wanted is not None else count * step), image
-            status = reader.finish()
-            if status != 0 and count == 0:
-                raise LipsyncError(f"{self.path} holds no decodable video frame ({reader.reason()}); the file is truncated "
-                                   "or corrupt: re-export the video")
+            if reader.finish() != 0 and count == 0:
+                raise self._no_frame_error(reader.reason())
 
     def _output(self, bgr: np.ndarray) -> np.ndarray:
         return i420.from_bgr(bgr) if self.pix_fmt == "yuv420p" else bgr
 
+    def _no_frame_error(self, reason: str) -> LipsyncError:
+        return LipsyncError(f"{self.path} holds no decodable video frame ({reason}); the file is truncated or "
+                            "corrupt: re-export the video")
+
     def _check_complete(self, count: int, status: int, reason: str) -> None:
         expected = self.info.frames
         if count == 0:
-            raise LipsyncError(f"{self.path} holds no decodable video frame ({reason}); the file is truncated or "
-                               "corrupt: re-export the video")
+            raise self._no_frame_error(reason)
         # One frame of slack: some muxers count a frame that an edit list hides.
         if expected and count < expected - (0 if status else 1):
             raise LipsyncError(f"{self.path}: video ends after {count} of {expected} frames: {reason} "
