@@ -42,7 +42,7 @@ class DetectionLog:
             for k in range(a + 1, index):
                 if ends_have_faces:
                     t = (k - a) / (index - a)
-                    self._append((self.rows[a] * (1 - t) + box * t).astype(np.float32))
+                    self._append((self.rows[a] + (box - self.rows[a]) * t).astype(np.float32))  # exact when still
                 else:
                     self._append(NO_FACE)
             self._append(box)

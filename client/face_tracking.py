@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -13,12 +14,18 @@ from lipsync_triton.preprocessing.faces import (SCORE_THRESHOLD, FaceFollower, F
                                                 fill_missing, pad_and_clip, smooth)
 from lipsync_triton.preprocessing.video import FrameSource, FrameTransform
 from .box_stream import DetectionLog, StreamedBoxes
+from .coarse_to_fine import Candidate, Chunk, coarse_to_fine
 from .in_flight import InFlight, JobCancel
+from .prefetch import prefetch
 from .presenter_cache import CachedDetections, PresenterCache
 from .progress import ProgressCallback
 from .stage_timer import StageTimer
 from .triton_client import DETECTOR_MODEL, Cancelled, TritonPool
 
+# CenterFace's box edges jitter by 3-4% of the face height from frame to frame on their own (up to
+# 12 px on a 155 px face of a smoothly drifting clip), so a smaller threshold would refine on noise.
+REFINE_MOTION = 0.06
+KEYFRAME_CHUNKS_AHEAD = 3
 SMOOTH_WINDOW = 5  # the reference's forward-looking mean: box i needs frames i..i+4
 DETECTOR_OUTPUTS = ["scores", "boxes"]
 
@@ -36,7 +43,9 @@ class TrackingSpec:
     pads: tuple[int, int, int, int]
     smooth: bool
     threshold: float = SCORE_THRESHOLD
-    detect_every: int = 1  # detect frames 0, k, 2k, ...; boxes between two detections are interpolated
+    detect_every: int = 1  # candidate frames 0, k, 2k, ...; boxes between two detections are interpolated
+    keyframe_every: int = 0  # detect every n-th frame first, candidates between only where the face moved (0: all)
+    motion: float = REFINE_MOTION  # a move (any box edge, fraction of the face height) that refines an interval
 
     def cache_key_fields(self) -> dict:
         return asdict(self)
@@ -81,23 +90,25 @@ class TrackResult:
 
 
 def _detect(source: FrameSource, pool: TritonPool, spec: TrackingSpec, limit: int | None, batch_size: int,
-            flight: InFlight, timer: StageTimer, progress: ProgressCallback | None, sink: DetectionLog,
+            flights: tuple[InFlight, InFlight], timer: StageTimer, progress: ProgressCallback | None, sink: DetectionLog,
             stop: threading.Event | None = None) -> int:
-    """The followed face's raw box per decoded frame into `sink`, for at most `limit` frames; returns
+    """The followed face's raw box per detected frame into `sink`, for at most `limit` frames; returns
     the number of detector requests.
 
-    Only every `spec.detect_every`-th frame goes to the detector (the last decoded frame too, so the
-    tail is interpolated, not extrapolated); a presenter's head moves little in 2-3 frames at 25 fps
-    and the 5-frame smoothing averages more than that."""
+    Candidates are every `spec.detect_every`-th frame (and the last decoded one, so the tail is
+    interpolated, not extrapolated); the detector sees the keyframes among them and, where the face
+    moved, more (see coarse_to_fine). Boxes of frames not detected are interpolated by the sink."""
     letterbox = Letterbox(*spec.detector_size)
     to_input = letterbox.apply_i420 if source.pix_fmt == "yuv420p" else letterbox.apply
     follower = FaceFollower(FaceSelector.parse(spec.select))
     total = limit or source.info.frames or 0
     step = max(1, spec.detect_every)
+    keyframe_every = max(step, spec.keyframe_every)
+    n_requests = 0
 
-    def inputs():
-        """(frame index, detector image, scale) for each frame to detect."""
-        if source.plain_video:  # ffmpeg samples, scales and pads: only the frames detected are piped
+    def sampled():
+        """(frame index, detector image, scale) for each candidate frame."""
+        if source.plain_video:  # ffmpeg samples, scales and pads: only the candidate frames are piped
             nw, nh, scale = letterbox.fitted(source.info.height, source.info.width)
             for index, image in source.sampled_frames((nw, nh), (letterbox.width, letterbox.height), step, limit):
                 yield index, image, scale
@@ -111,32 +122,41 @@ def _detect(source: FrameSource, pool: TritonPool, spec: TrackingSpec, limit: in
             with timer.stage("detect"):
                 image, scale = to_input(frame)  # a copy: the ring reuses the frame
             yield index, image, scale
-        if skipped is not None:  # the final frame: detect it so the tail is interpolated
+        if skipped is not None:  # the final frame: a candidate so the tail is interpolated
             yield skipped[0], *to_input(skipped[1])
 
-    def requests():
-        batch: list = []
-        for item in inputs():
+    def candidates():
+        # The decoder runs ahead while this thread waits for the detector: decode overlaps inference.
+        for index, image, scale in prefetch(sampled(), 2 * batch_size):
             if stop is not None and stop.is_set():
                 raise Cancelled("face detection stopped")
-            batch.append(item)
-            if len(batch) == batch_size:
-                yield request(batch)
-                batch = []
-        if batch:
-            yield request(batch)
+            yield Candidate(index, image, scale)
 
-    def request(batch: list) -> tuple:
-        indices, images, scales = zip(*batch)
-        return (DETECTOR_MODEL, {"image": np.stack(images)}, DETECTOR_OUTPUTS), (indices, scales)
+    def request(part: list[Candidate]) -> tuple:
+        return DETECTOR_MODEL, {"image": np.stack([c.image for c in part])}, DETECTOR_OUTPUTS
 
-    n_requests = 0
-    for (indices, scales), out in flight.map(pool.infer, requests()):
+    def faces(part: list[Candidate], out: dict) -> list[np.ndarray]:
+        nonlocal n_requests
         n_requests += 1
-        for index, scores, boxes, scale in zip(indices, out["scores"], out["boxes"], scales):
-            sink.add(index, follower.next(faces_from_candidates(scores, boxes, scale, spec.threshold)))
+        return [faces_from_candidates(scores, boxes, c.scale, spec.threshold)
+                for c, scores, boxes in zip(part, out["scores"], out["boxes"])]
+
+    keyframe_flight, refine_flight = flights
+
+    def detect_ahead(chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, list[np.ndarray]]]:
+        for chunk, out in keyframe_flight.map(pool.infer, ((request(c.keys), c) for c in chunks)):
+            yield chunk, faces(chunk.keys, out)
+
+    def detect(batch: list[Candidate]) -> list[np.ndarray]:
+        parts = (batch[i:i + batch_size] for i in range(0, len(batch), batch_size))
+        return [f for part, out in refine_flight.map(pool.infer, ((request(p), p) for p in parts)) for f in faces(part, out)]
+
+    # A chunk's keyframes are one request; with keyframes far apart, fewer per chunk bound the frames held.
+    chunk_keyframes = max(1, min(batch_size, 2 * batch_size * step // keyframe_every))
+    for index, found in coarse_to_fine(candidates(), detect, detect_ahead, follower, keyframe_every, spec.motion, chunk_keyframes):
+        sink.add(index, follower.next(found, index))
         if progress:
-            progress(indices[-1] + 1, max(total, indices[-1] + 1))
+            progress(index + 1, max(total, index + 1))
     return n_requests
 
 
@@ -173,8 +193,10 @@ def track_faces(source: FrameSource, pool: TritonPool, spec: TrackingSpec, *, fr
 
     def run() -> None:
         try:
-            with InFlight(in_flight, cancel, "detect") as flight:
-                result.detector_requests = _detect(source, pool, spec, limit, batch_size, flight, timer, progress, detections, stop)
+            # Keyframe chunks run KEYFRAME_CHUNKS_AHEAD requests ahead of the refinement (bounds the frames held).
+            with InFlight(KEYFRAME_CHUNKS_AHEAD, cancel, "keyframes") as ahead, InFlight(in_flight, cancel, "refine") as refine:
+                result.detector_requests = _detect(source, pool, spec, limit, batch_size, (ahead, refine), timer, progress,
+                                                   detections, stop)
             raw = detections.raw()
             result.filled = int(np.isnan(raw).any(axis=1).sum())
             if cache is not None and len(raw):

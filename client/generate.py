@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,9 @@ class GenerateOptions:
     fps: float = 25.0  # for still images
     face_det_batch_size: int = 8
     detect_every: int = 2  # detect every k-th frame, interpolate between (1 = every frame, as the reference)
+    # ... but first every n-th (rounded down to a multiple of detect_every), the frames between only
+    # where the face moved (0 = off)
+    keyframe_every: int = 8
     wav2lip_batch_size: int = 16
     face_select: str = "largest"
     blend: bool = True  # soft paste over the lower face; False = the reference's hard box paste
@@ -87,6 +91,8 @@ def _validate(opts: GenerateOptions) -> None:
         raise LipsyncError(f"--fps must be positive, got {opts.fps}")
     if opts.detect_every < 1:
         raise LipsyncError(f"--detect-every must be >= 1, got {opts.detect_every}")
+    if opts.keyframe_every < 0:
+        raise LipsyncError(f"--keyframe-every must be >= 0 (0 = off), got {opts.keyframe_every}")
     if opts.in_flight < 1:
         raise LipsyncError("--in-flight must be >= 1")
 
@@ -106,7 +112,8 @@ def _track(opts: GenerateOptions, source: FrameSource, pool: TritonPool, models:
     detector = models[DETECTOR_MODEL]
     spec = TrackingSpec(detector=detector.identity, detector_size=tuple(detector.input_dims["image"][:2]), transform=transform,
                         static=source.still, select=selector.key(), pads=tuple(opts.pads), smooth=not opts.nosmooth,
-                        detect_every=1 if source.still else opts.detect_every)
+                        detect_every=1 if source.still else opts.detect_every,
+                        keyframe_every=0 if source.still else opts.keyframe_every // opts.detect_every * opts.detect_every)
     return track_faces(source, pool, spec, frames_needed=n_frames,
                        batch_size=min(opts.face_det_batch_size, detector.max_batch_size or opts.face_det_batch_size),
                        in_flight=opts.in_flight, cancel=cancel, cache=PresenterCache(opts.cache_dir) if opts.use_cache else None,
@@ -129,16 +136,20 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
     timer = StageTimer()
     selector = FaceSelector.parse(opts.face_select)
     transform = FrameTransform(opts.resize_factor, tuple(opts.crop), opts.rotate)
-    # Frames stay I420 from decoder to encoder: only face boxes are converted (see preprocessing.i420).
-    source = FrameSource(face, transform, static=opts.static, fps=opts.fps, pix_fmt="yuv420p")
-    with timer.stage("mel"):
-        mel = load_mel(audio)
-        starts = mel_window_starts(mel.shape[1], source.fps)
-    n_frames = len(starts)
-
     job_cancel = JobCancel(cancel)
     pool = TritonPool(urls, retry_seconds=opts.retry_seconds, request_timeout=opts.request_timeout, cancel=job_cancel)
-    models = pool.check_ready((WAV2LIP_MODEL,) if opts.box else (WAV2LIP_MODEL, DETECTOR_MODEL))
+    # The video's probe and the servers' checks run while the speech is decoded (each ffmpeg or
+    # ffprobe start costs ~80 ms, and the server idles until the first request).
+    with ThreadPoolExecutor(2, thread_name_prefix="job-start") as start:
+        # Frames stay I420 from decoder to encoder: only face boxes are converted (see preprocessing.i420).
+        opened = start.submit(FrameSource, face, transform, static=opts.static, fps=opts.fps, pix_fmt="yuv420p")
+        ready = start.submit(pool.check_ready, (WAV2LIP_MODEL,) if opts.box else (WAV2LIP_MODEL, DETECTOR_MODEL))
+        with timer.stage("mel"):
+            mel = load_mel(audio)
+        source, models = opened.result(), ready.result()
+    starts = mel_window_starts(mel.shape[1], source.fps)
+    n_frames = len(starts)
+
     max_batch = models[WAV2LIP_MODEL].max_batch_size
     batch_size = min(opts.wav2lip_batch_size, max_batch) if max_batch else opts.wav2lip_batch_size
 

@@ -55,10 +55,11 @@ class InFlight:
         """For each (args, context) of `items` run fn(*args); yield (context, result) in order.
 
         `items` is consumed lazily, so its producer (a decoder) runs only while fewer than `limit`
-        calls are pending: at most `limit` results and one batch being built exist at once."""
+        calls are pending: at most `limit` results and one batch being built exist at once. A result
+        that is ready is handed out before the next item is built, so the consumer starts early."""
         for args, context in items:
             self._pending.append((self._executor.submit(fn, *args), context))
-            while len(self._pending) >= self.limit:
+            while self._pending and (len(self._pending) >= self.limit or self._pending[0][0].done()):
                 yield self._pop()
         while self._pending:
             yield self._pop()

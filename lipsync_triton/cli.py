@@ -88,6 +88,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--face-det-batch-size", type=int, default=8)
     p.add_argument("--detect-every", type=int, default=2, metavar="K",
                    help="detect faces on every K-th frame and interpolate between (1 = every frame, as the reference)")
+    p.add_argument("--keyframe-every", type=int, default=8, metavar="N",
+                   help="detect every N-th frame first and the K-th frames between only where the face moved (0 = off)")
     p.add_argument("--wav2lip-batch-size", type=int, default=16)
     p.add_argument("--face-select", default="largest", help="'largest', 'index:N' (0 = leftmost) or 'point:X,Y'")
     p.add_argument("--hard-paste", action="store_true", help="paste the whole box as the reference does (no blending)")
@@ -141,7 +143,8 @@ def _run_generate(args) -> int:
         pads=tuple(args.pads), resize_factor=args.resize_factor, crop=tuple(args.crop),
         box=None if args.box[0] == -1 else tuple(args.box), rotate=args.rotate, nosmooth=args.nosmooth,
         static=args.static, fps=args.fps, face_det_batch_size=args.face_det_batch_size, detect_every=args.detect_every,
-        wav2lip_batch_size=args.wav2lip_batch_size, face_select=args.face_select, blend=not args.hard_paste,
+        keyframe_every=args.keyframe_every, wav2lip_batch_size=args.wav2lip_batch_size, face_select=args.face_select,
+        blend=not args.hard_paste,
         use_cache=not args.no_cache, cache_dir=args.cache_dir, cache_whole_video=args.cache_whole_video, in_flight=args.in_flight,
     )
     progress = None if args.quiet else ProgressBar(0, label="lip-sync")

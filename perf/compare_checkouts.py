@@ -82,10 +82,13 @@ def run_compare(baseline: str, out: Path, repository: Path | None = None, rounds
         with TritonServer(repository, log_path=work / "tritonserver_compare.log") as server:
             for name, path in variants.items():  # presenter caches filled once (each version keys its own)
                 _job(path, clip, speech, work / f"compare_{name}.mp4", server.grpc_url, work / "cache_compare", False)
-            for _ in range(rounds):
+            for round_index in range(rounds):
                 ceiling = generator_ceiling(server.grpc_url, inputs, [16], ceiling_seconds)[16]
                 row: dict = {"generator_only_per_s": ceiling}
-                for name, path in variants.items():
+                # Which version runs first alternates: the first job after the ceiling runs measurably
+                # faster or slower than the next, and that must not count for either version.
+                order = list(variants.items())
+                for name, path in order if round_index % 2 == 0 else order[::-1]:
                     for mode, no_cache in MODES.items():
                         start = _server_cpu(server.pid())
                         job = _job(path, clip, speech, work / f"compare_{name}.mp4", server.grpc_url, work / "cache_compare", no_cache)
@@ -106,7 +109,7 @@ def _summary(rounds: list[dict]) -> dict:
         row = {}
         for name in ("baseline", "current"):
             for field in ("frames_per_second", "efficiency", "client_cpu_ms_per_frame", "server_cpu_ms_per_frame", "output_bytes"):
-                row[f"{name}_{field}"] = statistics.median(r[f"{name}_{mode}"][field] for r in rounds)
+                row[f"{name}_{field}"] = round(statistics.median(r[f"{name}_{mode}"][field] for r in rounds), 3)
         row["ratio"] = round(statistics.median(r[f"current_{mode}"]["frames_per_second"] / r[f"baseline_{mode}"]["frames_per_second"]
                                                for r in rounds), 3)
         summary[mode] = row

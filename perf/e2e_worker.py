@@ -19,11 +19,12 @@ def main() -> None:
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--fps", type=float, default=25.0, help="output fps for a still image")
     p.add_argument("--detect-every", type=int, default=GenerateOptions.detect_every)
+    p.add_argument("--keyframe-every", type=int, default=GenerateOptions.keyframe_every)
     args = p.parse_args()
     log.set_quiet(True)
     result = generate(args.face, args.audio, args.outfile, [args.url],
                       GenerateOptions(use_cache=not args.no_cache, cache_dir=Path(args.cache_dir), fps=args.fps,
-                                      detect_every=args.detect_every))
+                                      detect_every=args.detect_every, keyframe_every=args.keyframe_every))
     print(json.dumps(result.as_dict() | {"client_peak_rss_mb": round(peak_rss_mb(), 1)}))
 
 

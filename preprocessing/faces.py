@@ -142,22 +142,28 @@ class FaceFollower:
         self.min_iou = min_iou
         self.reacquire_after = reacquire_after
         self._last: np.ndarray | None = None
-        self._missed = 0
+        self._seen = 0  # the frame the person was last detected in
+        self._calls = 0
 
-    def next(self, faces: np.ndarray) -> np.ndarray | None:
-        if self._last is None or self._missed >= self.reacquire_after:
+    def next(self, faces: np.ndarray, index: int | None = None) -> np.ndarray | None:
+        """The followed face in frame `index` (default: one frame after the previous call)."""
+        now = self._calls if index is None else index
+        self._calls = now + 1
+        if self._last is None or now - self._seen > self.reacquire_after:
             chosen = self.selector.choose(faces)
-        elif len(faces):
-            overlaps = iou(self._last, faces)
-            best = int(np.argmax(overlaps))
-            chosen = faces[best, :4] if overlaps[best] >= self.min_iou else None
         else:
-            chosen = None
-        if chosen is None:
-            self._missed += 1
-        else:
-            self._last, self._missed = np.asarray(chosen, np.float32), 0
+            chosen = self.match(faces, self._last)
+        if chosen is not None:
+            self._last, self._seen = np.asarray(chosen, np.float32), now
         return chosen
+
+    def match(self, faces: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
+        """The face overlapping `reference` most (IoU >= `min_iou`), or None: the same person."""
+        if not len(faces):
+            return None
+        overlaps = iou(reference, faces)
+        best = int(np.argmax(overlaps))
+        return faces[best, :4] if overlaps[best] >= self.min_iou else None
 
 
 def fill_missing(boxes: list[np.ndarray | None], source: str = "video") -> tuple[np.ndarray, int]:

@@ -118,7 +118,8 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
                    box: Annotated[str | None, Form()] = None, rotate: Annotated[str | None, Form()] = None,
                    nosmooth: Annotated[str | None, Form()] = None, static: Annotated[str | None, Form()] = None,
                    fps: Annotated[str | None, Form()] = None, face_select: Annotated[str | None, Form()] = None,
-                   hard_paste: Annotated[str | None, Form()] = None, detect_every: Annotated[str | None, Form()] = None):
+                   hard_paste: Annotated[str | None, Form()] = None, detect_every: Annotated[str | None, Form()] = None,
+                   keyframe_every: Annotated[str | None, Form()] = None):
         options = JobOptions.parse({k: v for k, v in locals().items() if k in OPTION_NAMES})
         face_path = save(face, work / "face") if face else fetch_url(face_url, who, work / "face") if face_url else None
         audio_path = save(audio, work / "audio") if audio else fetch_url(audio_url, who, work / "audio") if audio_url else None

@@ -23,6 +23,7 @@ class JobOptions(BaseModel):
     face_select: str = Field("largest", max_length=40)
     hard_paste: bool = False
     detect_every: int = Field(2, ge=1, le=10)
+    keyframe_every: int = Field(8, ge=0, le=64)
 
     @field_validator("pads", "crop", "box", mode="before")
     @classmethod
