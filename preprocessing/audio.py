@@ -1,8 +1,13 @@
-"""Speech track -> 16 kHz mono float32, decoded by ffmpeg in bounded chunks.
+"""Speech track -> 16 kHz mono float32, decoded in bounded chunks.
 
 Mono is the MEAN of the channels, as librosa.load (and so Wav2Lip's training and reference) does;
 ffmpeg's own `-ac 1` downmix is 3 dB louder (1.414x the mean for stereo) and would shift every mel
 value. ffmpeg keeps the source channels and resamples; the channels are averaged here.
+
+Uncompressed and lossless files (WAV, FLAC, AIFF: what TTS engines write) are read in-process
+with libsndfile and resampled by the soxr library at the quality ffmpeg's `aresample=soxr` uses:
+the same samples (bit for bit for mono, to float rounding for the channel mean; tested) without
+the ~150 ms of starting ffprobe and ffmpeg at the head of every job. Everything else (mp3, m4a, the audio of a video) goes through ffmpeg.
 """
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import soundfile
+import soxr
 
 from lipsync_triton.errors import LipsyncError
 from .ffmpeg_pipe import FfmpegProcess
@@ -28,6 +35,13 @@ def _checked_audio(path: str | Path) -> MediaInfo:
 
 def audio_chunks(path: str | Path, chunk_seconds: float = CHUNK_SECONDS, info: MediaInfo | None = None) -> Iterator[np.ndarray]:
     """Any file ffmpeg reads (wav, mp3, m4a, the audio of an mp4) -> float32 mono 16 kHz chunks in [-1, 1]."""
+    if info is None and _in_process_info(path) is not None:
+        yield from _in_process_chunks(path, chunk_seconds)
+        return
+    yield from _ffmpeg_chunks(path, chunk_seconds, info)
+
+
+def _ffmpeg_chunks(path: str | Path, chunk_seconds: float, info: MediaInfo | None) -> Iterator[np.ndarray]:
     info = info or _checked_audio(path)
     channels = max(1, info.audio_channels)
     args = ["-i", str(path), "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(SAMPLE_RATE),
@@ -49,6 +63,36 @@ def audio_chunks(path: str | Path, chunk_seconds: float = CHUNK_SECONDS, info: M
         raise LipsyncError(f"{path} has no audio samples (zero length); pass a non-empty speech track")
 
 
+# libsndfile containers and sample codings whose samples are exactly what ffmpeg decodes (plain
+# PCM and float, FLAC's lossless PCM): no codec with a decoder of its own (ADPCM, GSM, mp3...).
+IN_PROCESS_FORMATS = frozenset({"WAV", "WAVEX", "RF64", "W64", "AIFF", "FLAC", "CAF"})
+IN_PROCESS_SUBTYPES = frozenset({"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"})
+
+
+def _in_process_info(path: str | Path):
+    """soundfile's info when the file is one libsndfile reads exactly and it holds samples, else None."""
+    try:
+        info = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
+        return None
+    exact = info.format in IN_PROCESS_FORMATS and info.subtype in IN_PROCESS_SUBTYPES
+    return info if exact and info.frames > 0 and info.channels > 0 else None
+
+
+def _in_process_chunks(path: str | Path, chunk_seconds: float) -> Iterator[np.ndarray]:
+    with soundfile.SoundFile(str(path)) as reader:
+        resampler = soxr.ResampleStream(reader.samplerate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+        block = max(1, int(chunk_seconds * reader.samplerate))
+        while True:
+            samples = reader.read(block, dtype="float32", always_2d=True)
+            last = len(samples) < block
+            mono = resampler.resample_chunk(samples.mean(axis=1, dtype=np.float32), last=last)
+            if len(mono):
+                yield mono
+            if last:
+                return
+
+
 def load_audio(path: str | Path) -> np.ndarray:
     """The whole track at once (tests, benchmarks); the lip-sync job streams with `load_mel`."""
     chunks = list(audio_chunks(path))
@@ -57,5 +101,8 @@ def load_audio(path: str | Path) -> np.ndarray:
 
 def load_mel(path: str | Path) -> np.ndarray:
     """The speech file's Wav2Lip mel [80, T], decoded and computed in bounded chunks."""
+    pcm = _in_process_info(path)
+    if pcm is not None:
+        return mel_from_chunks(_in_process_chunks(path, CHUNK_SECONDS), pcm.duration)
     info = _checked_audio(path)
-    return mel_from_chunks(audio_chunks(path, info=info), info.audio_duration or info.duration)
+    return mel_from_chunks(_ffmpeg_chunks(path, CHUNK_SECONDS, info), info.audio_duration or info.duration)
