@@ -11,7 +11,8 @@ import time
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
-def machine_description() -> dict:
+def _cpuinfo() -> tuple[str, list[str]]:
+    """CPU model name and the SPEED_FLAGS it has (from /proc/cpuinfo's first processor)."""
     cpu = platform.processor() or "unknown"
     flags: list[str] = []
     try:
@@ -24,6 +25,15 @@ def machine_description() -> dict:
                     flags = [f for f in SPEED_FLAGS if f in present]
     except OSError:
         pass
+    return cpu, flags
+
+
+def cpu_flags() -> list[str]:
+    return _cpuinfo()[1]
+
+
+def machine_description() -> dict:
+    cpu, flags = _cpuinfo()
     gpu = "none"
     if shutil.which("nvidia-smi"):
         proc = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)

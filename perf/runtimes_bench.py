@@ -16,6 +16,8 @@ from lipsync_triton.export.triton_cpu_runner import resolve_precision
 from lipsync_triton.serving.server import TritonServer
 from .e2e_bench import server_peak_rss_mb
 from .inprocess import alternating_rounds, inprocess_runner, stack_batch
+from .isa_capped import capped_openvino_rate
+from .machine import cpu_flags
 
 RUNTIMES = ("openvino", "onnxruntime")
 
@@ -55,6 +57,11 @@ def compare_runtimes(variants: dict[str, Path], work: Path, inputs: dict, batche
                 "openvino_vs_served_onnxruntime": round(rates["triton_openvino"] / rates["triton_onnxruntime"], 3),
                 "openvino_max_abs_diff": round(float(diff.max()), 4), "openvino_mean_abs_diff": round(float(diff.mean()), 4),
             }
+            if "avx512f" in cpu_flags():  # an AVX2-only machine's OpenVINO f32, approximated (see isa_capped)
+                capped = capped_openvino_rate(onnx_path, arrays, seconds * rounds)
+                result["models"][model] |= {"openvino_f32_avx2_cap_per_s": capped["per_s"],
+                                            "openvino_f32_avx2_cap_vs_inprocess_onnxruntime": round(capped["per_s"] / base, 3),
+                                            "avx2_cap_convolution_kernels": capped["convolution_kernels"]}
             log.event("runtime_perf", model=model, **{k: v for k, v in result["models"][model].items() if k != "batch"})
         for runtime in RUNTIMES:
             result["servers"][runtime]["peak_rss_mb"] = server_peak_rss_mb(servers[runtime].pid())
@@ -76,6 +83,12 @@ def runtimes_table(result: dict) -> str:
         lines.append(f"| {model} | {r['batch']} | {r['inprocess_onnxruntime_f32']} | {r['triton_openvino']} | {r['triton_onnxruntime']} | "
                      f"{r['openvino_vs_inprocess_onnxruntime']} | {r['openvino_vs_served_onnxruntime']} | "
                      f"{r['openvino_max_abs_diff']} / {r['openvino_mean_abs_diff']} |")
+    capped = {m: r for m, r in result["models"].items() if "openvino_f32_avx2_cap_per_s" in r}
+    if capped:
+        lines += ["", "AVX2-only stand-in: OpenVINO f32 in-process with oneDNN capped at AVX2 vs in-process ORT f32 (with AVX-512)", "",
+                  "| model | OpenVINO f32, AVX2 cap (/s) | ratio | convolution kernels |", "|---|---|---|---|"]
+        lines += [f"| {m} | {r['openvino_f32_avx2_cap_per_s']} | {r['openvino_f32_avx2_cap_vs_inprocess_onnxruntime']} | "
+                  f"{', '.join(f'{k} x{v}' for k, v in r['avx2_cap_convolution_kernels'].items())} |" for m, r in capped.items()]
     lines += ["", "| server | READY, first start (s) | READY, cached start (s) | peak RSS MB |", "|---|---|---|---|"]
     for runtime, s in result["servers"].items():
         lines.append(f"| {runtime} | {s['ready_first_start_s']} | {s.get('ready_cached_s', '-')} | {s['peak_rss_mb']} |")

@@ -179,6 +179,10 @@ def test_perf_command_examples(exported_repo, tmp_path):
         assert r["triton_c1_per_s"] > 0 and r["inprocess_per_s"] > 0 and r["overhead_ratio"] > 0
         assert (results / f"{model}_sweep.csv").read_text().startswith("Concurrency,Inferences/Second")
         assert (results / f"{model}_throughput_latency.png").read_bytes()[:4] == b"\x89PNG"
+        if "avx512f" in models["machine"]["cpu_flags"]:  # the AVX2-only stand-in really ran oneDNN's AVX2 convolutions
+            capped = models["runtimes"]["models"][model]
+            kernels = capped["avx2_cap_convolution_kernels"]
+            assert capped["openvino_f32_avx2_cap_per_s"] > 0 and kernels and all("avx2" in k for k in kernels), kernels
     rows = models["dynamic_batching"]["face_detector"]
     assert [r["concurrency"] for r in rows] == [1, 4] and all(r["ratio"] > 0 for r in rows)
     assert (results / "face_detector_dynamic_batching.png").exists()
@@ -204,6 +208,7 @@ def test_perf_command_examples(exported_repo, tmp_path):
     assert e2e["server_peak_rss_mb"] > 0 and e2e["client_rss_ratio"]["ratio"] > 0
     assert [r["minutes"] for r in e2e["lectures"]] == [0.05, 0.1] and e2e["lecture_rss_ratio"]["ratio"] > 0
     assert e2e["runtime_comparison"]["onnxruntime_per_s"] > 0 and e2e["runtime_comparison"]["ratio"] > 0
+    assert e2e["detect_stride"]["every_frame_per_s"] > 0 and e2e["detect_stride"]["every_2nd_per_s"] > 0
     assert 12 <= e2e["lectures"][1]["frames"] <= 14  # 2 fps over the whole 6 s speech (+1 for the last window)
 
 
