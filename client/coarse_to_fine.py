@@ -1,18 +1,20 @@
 """Which frames the face detector sees: keyframes first, then only where the face moved.
 
-A presenter's head is still most of the time, and between two detections that agree the boxes are
-interpolated anyway. So the detector first sees every `keyframe_every`-th frame; where the followed
-face's box moved between two neighbouring keyframes by more than `motion` of the face height (any
-edge), or the face appeared or vanished, the frame halfway between is detected, and each half is
-checked the same way, down to the finest stride the candidates were sampled at. A still presenter
-costs one detection per keyframe interval; a moving one is detected as densely as before where it
-moves. For linear motion the midpoint agrees with the interpolation and refinement stops after one
-level; the interpolation error inside an interval left unrefined stays below `motion` of the face
-height for motion in one direction.
+A presenter's head is still most of the time, and between two detections the boxes are
+interpolated anyway. So the detector first sees every `keyframe_every`-th frame. An interval
+between two keyframes is looked at closer when the followed face appeared or vanished, or when its
+box moved by more than `motion` of the face height (any edge) AND the path through the
+neighbouring keyframes bends by as much (a drift or a slow zoom is interpolated exactly, so it is
+left alone). Then the frame halfway between is detected and each half checked the same way (by
+the move alone), down to the finest stride the candidates were sampled at. A still or steadily
+drifting presenter costs one detection per keyframe interval; a face that starts, stops or jumps
+is detected as densely as before where it does. A movement that starts and ends inside one
+interval (a quick nod) is not seen.
 
 Keyframes are detected in chunks (2, 2, 4, ... up to `chunk_keyframes`, one request each), a few
-chunks ahead; each chunk is then refined and its results leave in frame order for the follower
-and the box stream. The frames held are bounded by the chunks in flight.
+chunks ahead; a chunk is refined once the next chunk's first keyframe is known (it tells whether
+the chunk's last interval bends), and its results leave in frame order for the follower and the
+box stream. The frames held are bounded by the chunks in flight.
 """
 from __future__ import annotations
 
