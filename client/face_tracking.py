@@ -44,7 +44,8 @@ class TrackingSpec:
     smooth: bool
     threshold: float = SCORE_THRESHOLD
     detect_every: int = 1  # candidate frames 0, k, 2k, ...; boxes between two detections are interpolated
-    keyframe_every: int = 0  # detect every n-th frame first, candidates between only where the face moved (0: all)
+    keyframe_every: int = 0  # detect every n-th frame first (rounded down to a multiple of detect_every),
+    # candidates between only where the face moved (0: all)
     motion: float = REFINE_MOTION  # a move (any box edge, fraction of the face height) that refines an interval
 
     def cache_key_fields(self) -> dict:
@@ -103,7 +104,7 @@ def _detect(source: FrameSource, pool: TritonPool, spec: TrackingSpec, limit: in
     follower = FaceFollower(FaceSelector.parse(spec.select))
     total = limit or source.info.frames or 0
     step = max(1, spec.detect_every)
-    keyframe_every = max(step, spec.keyframe_every)
+    keyframe_every = max(step, spec.keyframe_every // step * step)  # a multiple of the candidate stride
     n_requests = 0
 
     def sampled():

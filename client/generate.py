@@ -113,7 +113,7 @@ def _track(opts: GenerateOptions, source: FrameSource, pool: TritonPool, models:
     spec = TrackingSpec(detector=detector.identity, detector_size=tuple(detector.input_dims["image"][:2]), transform=transform,
                         static=source.still, select=selector.key(), pads=tuple(opts.pads), smooth=not opts.nosmooth,
                         detect_every=1 if source.still else opts.detect_every,
-                        keyframe_every=0 if source.still else opts.keyframe_every // opts.detect_every * opts.detect_every)
+                        keyframe_every=0 if source.still else opts.keyframe_every)
     return track_faces(source, pool, spec, frames_needed=n_frames,
                        batch_size=min(opts.face_det_batch_size, detector.max_batch_size or opts.face_det_batch_size),
                        in_flight=opts.in_flight, cancel=cancel, cache=PresenterCache(opts.cache_dir) if opts.use_cache else None,

@@ -11,14 +11,18 @@ import numpy as np
 from lipsync_triton.export.triton_cpu_runner import cpu_session
 
 
-def inprocess_runner(onnx_path: Path, runtime: str = "onnxruntime", precision: str = "auto",
-                     threads: int = 2) -> Callable[[dict[str, np.ndarray]], list]:
-    """feed -> outputs, configured as the Triton CPU runner configures its own session."""
+def inprocess_session(onnx_path: Path, runtime: str = "onnxruntime", precision: str = "auto", threads: int = 2):
+    """The Triton CPU runner's own session class, configured as the runner configures it."""
     import onnx
 
     outputs = [o.name for o in onnx.load(str(onnx_path), load_external_data=False).graph.output]
-    session = cpu_session(str(onnx_path), {"runtime": runtime, "precision": precision, "threads": str(threads)}, None, outputs)
-    return session.run
+    return cpu_session(str(onnx_path), {"runtime": runtime, "precision": precision, "threads": str(threads)}, None, outputs)
+
+
+def inprocess_runner(onnx_path: Path, runtime: str = "onnxruntime", precision: str = "auto",
+                     threads: int = 2) -> Callable[[dict[str, np.ndarray]], list]:
+    """feed -> outputs, configured as the Triton CPU runner configures its own session."""
+    return inprocess_session(onnx_path, runtime, precision, threads).run
 
 
 def items_per_second(run: Callable[[], object], batch: int, min_seconds: float) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lipsync_triton.errors import LipsyncError
-from .inprocess import items_per_second
+from .inprocess import inprocess_session, items_per_second
 
 CAP = "AVX2"
 
@@ -38,15 +38,11 @@ def capped_openvino_rate(onnx_path: Path, batch_inputs: dict[str, np.ndarray], s
 
 
 def _main(onnx_path: str, inputs_path: str, seconds: str) -> None:
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(onnx_path, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                                                          "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": 2})
-    request = compiled.create_infer_request()
+    session = inprocess_session(Path(onnx_path), "openvino", "f32")  # the server's runner, 2 threads
     feed = dict(np.load(inputs_path))
     batch = next(iter(feed.values())).shape[0]
-    rate = items_per_second(lambda: request.infer(feed), batch, float(seconds))
-    kernels = Counter(op.get_rt_info()["primitiveType"].astype(str) for op in compiled.get_runtime_model().get_ordered_ops()
+    rate = items_per_second(lambda: session.run(feed), batch, float(seconds))
+    kernels = Counter(op.get_rt_info()["primitiveType"].astype(str) for op in session.compiled.get_runtime_model().get_ordered_ops()
                       if op.get_rt_info()["layerType"].astype(str) == "Convolution")
     print(json.dumps({"per_s": round(rate, 2), "cap": os.environ.get("ONEDNN_MAX_CPU_ISA"), "convolution_kernels": dict(kernels)}))
 

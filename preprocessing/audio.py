@@ -7,7 +7,8 @@ value. ffmpeg keeps the source channels and resamples; the channels are averaged
 Uncompressed and lossless files (WAV, FLAC, AIFF: what TTS engines write) are read in-process
 with libsndfile and resampled by the soxr library at the quality ffmpeg's `aresample=soxr` uses:
 the same samples (bit for bit for mono, to float rounding for the channel mean; tested) without
-the ~150 ms of starting ffprobe and ffmpeg at the head of every job. Everything else (mp3, m4a, the audio of a video) goes through ffmpeg.
+the ~150 ms of starting ffprobe and ffmpeg at the head of every job. Everything else (mp3, m4a,
+the audio of a video) goes through ffmpeg.
 """
 from __future__ import annotations
 
@@ -33,12 +34,19 @@ def _checked_audio(path: str | Path) -> MediaInfo:
     return info
 
 
-def audio_chunks(path: str | Path, chunk_seconds: float = CHUNK_SECONDS, info: MediaInfo | None = None) -> Iterator[np.ndarray]:
+def audio_chunks(path: str | Path, chunk_seconds: float = CHUNK_SECONDS) -> Iterator[np.ndarray]:
     """Any file ffmpeg reads (wav, mp3, m4a, the audio of an mp4) -> float32 mono 16 kHz chunks in [-1, 1]."""
-    if info is None and _in_process_info(path) is not None:
-        yield from _in_process_chunks(path, chunk_seconds)
-        return
-    yield from _ffmpeg_chunks(path, chunk_seconds, info)
+    return _decoded(path, chunk_seconds)[0]
+
+
+def _decoded(path: str | Path, chunk_seconds: float) -> tuple[Iterator[np.ndarray], float]:
+    """The track's chunks, in-process when libsndfile reads it exactly, else through ffmpeg; and its
+    expected duration in seconds (to size the mel)."""
+    pcm = _in_process_info(path)
+    if pcm is not None:
+        return _in_process_chunks(path, chunk_seconds), pcm.duration
+    info = _checked_audio(path)
+    return _ffmpeg_chunks(path, chunk_seconds, info), info.audio_duration or info.duration
 
 
 def _ffmpeg_chunks(path: str | Path, chunk_seconds: float, info: MediaInfo | None) -> Iterator[np.ndarray]:
@@ -101,8 +109,5 @@ def load_audio(path: str | Path) -> np.ndarray:
 
 def load_mel(path: str | Path) -> np.ndarray:
     """The speech file's Wav2Lip mel [80, T], decoded and computed in bounded chunks."""
-    pcm = _in_process_info(path)
-    if pcm is not None:
-        return mel_from_chunks(_in_process_chunks(path, CHUNK_SECONDS), pcm.duration)
-    info = _checked_audio(path)
-    return mel_from_chunks(_ffmpeg_chunks(path, CHUNK_SECONDS, info), info.audio_duration or info.duration)
+    chunks, seconds = _decoded(path, CHUNK_SECONDS)
+    return mel_from_chunks(chunks, seconds)
