@@ -6,7 +6,7 @@ OUT    ?= out
 DEBIAN_PACKAGES := ffmpeg espeak-ng libb64-0d libpython3.11
 TEST_DEBIAN_PACKAGES := chromium docker-compose
 
-.PHONY: setup demo service test clean system-packages
+.PHONY: setup demo service test clean system-packages sbom audit
 
 # Debian packages: ffmpeg (media), espeak-ng (demo speech), libb64-0d (perf_analyzer),
 # libpython3.11 (embedded by Triton's Python-backend stub); the tests add chromium (the web UI test) and
@@ -47,6 +47,16 @@ service: setup
 test: setup
 	$(MAKE) system-packages EXTRA_DEBIAN_PACKAGES="$(TEST_DEBIAN_PACKAGES)"
 	$(BIN)/python -m pytest -q tests
+
+# Supply chain: a CycloneDX SBOM of the Python environment (audit it in your own network), and
+# pip-audit where a vulnerability database answers (CI runs it; it says so when none does).
+sbom: setup
+	mkdir -p $(OUT)
+	$(BIN)/cyclonedx-py environment --of JSON -o $(OUT)/sbom-environment.cdx.json $(BIN)/python
+	@echo "wrote $(OUT)/sbom-environment.cdx.json"
+
+audit: setup
+	$(BIN)/python .ci/audit.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache lipsync-data

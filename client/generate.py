@@ -19,6 +19,7 @@ from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.memory import pin_large_allocations_to_mmap
 from lipsync_triton.preprocessing.audio import load_mel
+from lipsync_triton.preprocessing.media_input import MediaLimits
 from lipsync_triton.preprocessing.mel import MEL_WINDOW, mel_window_starts
 from lipsync_triton.preprocessing.crops import crop_face_i420, paste_face_i420
 from lipsync_triton.preprocessing.faces import FaceSelector
@@ -61,6 +62,7 @@ class GenerateOptions:
     crf: int = 18
     preset: str = "veryfast"
     x264_params: str = DEFAULT_X264_PARAMS
+    limits: MediaLimits = field(default_factory=MediaLimits.from_env)  # what the input files may declare
 
 
 @dataclass
@@ -142,10 +144,11 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
     # ffprobe start costs ~80 ms, and the server idles until the first request).
     with ThreadPoolExecutor(2, thread_name_prefix="job-start") as start:
         # Frames stay I420 from decoder to encoder: only face boxes are converted (see preprocessing.i420).
-        opened = start.submit(FrameSource, face, transform, static=opts.static, fps=opts.fps, pix_fmt="yuv420p")
+        opened = start.submit(FrameSource, face, transform, static=opts.static, fps=opts.fps, pix_fmt="yuv420p",
+                              limits=opts.limits)
         ready = start.submit(pool.check_ready, (WAV2LIP_MODEL,) if opts.box else (WAV2LIP_MODEL, DETECTOR_MODEL))
         with timer.stage("mel"):
-            mel = load_mel(audio)
+            mel = load_mel(audio, opts.limits)
         source, models = opened.result(), ready.result()
     starts = mel_window_starts(mel.shape[1], source.fps)
     n_frames = len(starts)

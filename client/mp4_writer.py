@@ -20,6 +20,7 @@ import numpy as np
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.preprocessing import i420
 from lipsync_triton.preprocessing.ffmpeg_pipe import FfmpegProcess
+from lipsync_triton.preprocessing.media_input import input_args
 
 DEFAULT_X264_PARAMS = "subme=1:me=dia"
 
@@ -42,7 +43,7 @@ class Mp4Writer:
         self.frames_written = 0
         args = [
             "-y", "-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", f"{width}x{height}", "-r", fps_fraction(fps), "-i", "pipe:0",
-            *(["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0"] if audio else ["-map", "0:v:0"]),
+            *([*input_args(audio), "-map", "0:v:0", "-map", "1:a:0"] if audio else ["-map", "0:v:0"]),
             *(["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"] if pix_fmt == "bgr24" else []),  # yuv420p needs even sizes
             "-c:v", "libx264", "-preset", preset, "-crf", str(crf), *(["-x264-params", x264_params] if x264_params else []),
             "-pix_fmt", "yuv420p",

@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
-from .endpoints import Endpoints
+from .endpoints import BACKOFF_START_S, Endpoints
 from .in_flight import POLL_SECONDS, JobCancel
 
 WAV2LIP_MODEL = "wav2lip"
@@ -53,6 +53,34 @@ class ModelInfo:
     def identity(self) -> str:
         """What the served weights are: the content hash the export wrote into the config."""
         return self.parameters.get(MODEL_SHA256_PARAMETER) or f"{self.name}:unversioned"
+
+
+def channel_args() -> list[tuple[str, int]]:
+    """tritonclient's channel options, plus two that let a restarted server be used again at once.
+
+    gRPC shares subchannels (one per address) between all channels of a process, and a subchannel
+    to a server that was down keeps growing its reconnect back-off (1 s x 1.6 per try, up to 120 s):
+    a new channel to the same address reused it and failed fast with the old error until the
+    back-off expired. A local subchannel pool gives each channel its own connection state (a new
+    client connects at once), and the reconnect back-off is capped at the client's own first bench
+    (endpoints.py), which decides when an endpoint is tried again."""
+    keepalive = grpcclient.KeepAliveOptions()
+    backoff_ms = int(BACKOFF_START_S * 1000)
+    return [("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+            ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+            ("grpc.use_local_subchannel_pool", 1),
+            ("grpc.initial_reconnect_backoff_ms", backoff_ms),
+            ("grpc.min_reconnect_backoff_ms", backoff_ms),
+            ("grpc.max_reconnect_backoff_ms", backoff_ms)]
+
+
+def new_client(url: str) -> grpcclient.InferenceServerClient:
+    """A gRPC client to one Triton endpoint with `channel_args`."""
+    return grpcclient.InferenceServerClient(url, channel_args=channel_args())
 
 
 def _status(exc: InferenceServerException) -> str:
@@ -92,7 +120,7 @@ class TritonPool:
         if clients is None:
             clients = self._local.clients = {}
         if url not in clients:
-            clients[url] = grpcclient.InferenceServerClient(url)
+            clients[url] = new_client(url)
         return clients[url]
 
     def check_ready(self, models: tuple[str, ...] = (WAV2LIP_MODEL, DETECTOR_MODEL)) -> dict[str, ModelInfo]:

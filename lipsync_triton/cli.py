@@ -236,12 +236,14 @@ def _add_api(sub) -> None:
                    help="Triton gRPC endpoint (repeat; default LIPSYNC_TRITON_URLS or 127.0.0.1:8001)")
     p.add_argument("--model-repository", type=Path, help="start the embedded tritonserver on this repository too")
     p.add_argument("--workers", type=int, help="worker processes to start beside the API (default LIPSYNC_WORKER_PROCESSES)")
+    p.add_argument("--triton-address", default="127.0.0.1",
+                   help="with --model-repository: the address tritonserver binds (default loopback: its ports have no keys)")
 
 
 def _run_api(args) -> int:
     from lipsync_triton.service.processes import run_api
 
-    return run_api(args.host, args.port, args.triton_urls, args.model_repository, args.workers)
+    return run_api(args.host, args.port, args.triton_urls, args.model_repository, args.workers, args.triton_address)
 
 
 def _add_worker(sub) -> None:

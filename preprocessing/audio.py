@@ -21,7 +21,8 @@ import soxr
 
 from lipsync_triton.errors import LipsyncError
 from .ffmpeg_pipe import FfmpegProcess
-from .media_probe import MediaInfo, probe_media
+from .media_input import MediaLimits, input_args
+from .media_probe import MediaInfo, media_seconds, probe_media
 from .mel import HOP, SAMPLE_RATE, mel_from_chunks
 
 CHUNK_SECONDS = 10.0
@@ -39,20 +40,35 @@ def audio_chunks(path: str | Path, chunk_seconds: float = CHUNK_SECONDS) -> Iter
     return _decoded(path, chunk_seconds)[0]
 
 
-def _decoded(path: str | Path, chunk_seconds: float) -> tuple[Iterator[np.ndarray], float]:
+def _decoded(path: str | Path, chunk_seconds: float, limits: MediaLimits = MediaLimits()) -> tuple[Iterator[np.ndarray], float]:
     """The track's chunks, in-process when libsndfile reads it exactly, else through ffmpeg; and its
-    expected duration in seconds (to size the mel)."""
+    expected duration in seconds (to size the mel). A length limit is checked against the stated
+    (or measured) length first and enforced again while decoding: headers can lie."""
     pcm = _in_process_info(path)
     if pcm is not None:
-        return _in_process_chunks(path, chunk_seconds), pcm.duration
+        limits.check_seconds(str(path), pcm.duration)
+        return _bounded(_in_process_chunks(path, chunk_seconds), path, limits), pcm.duration
     info = _checked_audio(path)
-    return _ffmpeg_chunks(path, chunk_seconds, info), info.audio_duration or info.duration
+    if limits.max_seconds is not None:
+        limits.check_seconds(str(path), media_seconds(info, limits.max_seconds))
+    return _bounded(_ffmpeg_chunks(path, chunk_seconds, info), path, limits), info.audio_duration or info.duration
+
+
+def _bounded(chunks: Iterator[np.ndarray], path: str | Path, limits: MediaLimits) -> Iterator[np.ndarray]:
+    if limits.max_seconds is None:
+        yield from chunks
+        return
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        limits.check_seconds(str(path), total / SAMPLE_RATE - 1.0)  # a second of slack for rounding
+        yield chunk
 
 
 def _ffmpeg_chunks(path: str | Path, chunk_seconds: float, info: MediaInfo | None) -> Iterator[np.ndarray]:
     info = info or _checked_audio(path)
     channels = max(1, info.audio_channels)
-    args = ["-i", str(path), "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(SAMPLE_RATE),
+    args = [*input_args(path), "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(SAMPLE_RATE),
             "-af", "aresample=resampler=soxr", "-f", "f32le", "-"]
     chunk_bytes = int(chunk_seconds * SAMPLE_RATE) * channels * 4
     total = 0
@@ -107,7 +123,7 @@ def load_audio(path: str | Path) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
 
-def load_mel(path: str | Path) -> np.ndarray:
+def load_mel(path: str | Path, limits: MediaLimits = MediaLimits()) -> np.ndarray:
     """The speech file's Wav2Lip mel [80, T], decoded and computed in bounded chunks."""
-    chunks, seconds = _decoded(path, CHUNK_SECONDS)
+    chunks, seconds = _decoded(path, CHUNK_SECONDS, limits)
     return mel_from_chunks(chunks, seconds)

@@ -13,6 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from lipsync_triton.errors import LipsyncError
+from .media_input import input_args, one_line_reason
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -32,6 +33,11 @@ class MediaInfo:
     video_duration: float = 0.0  # video stream's own duration (0 when unknown)
     audio_channels: int = 0
     audio_duration: float = 0.0
+
+    @property
+    def stated_seconds(self) -> float:
+        """The length the file states (0 when it states none: a stream written to a pipe)."""
+        return self.video_duration or self.audio_duration or self.duration
 
 
 def _rotation(stream: dict) -> int:
@@ -74,12 +80,12 @@ def probe_media(path: str | Path) -> MediaInfo:
     except OSError as exc:
         raise LipsyncError(f"cannot read {path}: {exc.strerror}") from None
     proc = subprocess.run(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", str(path)],
-        capture_output=True, text=True, errors="replace",
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", *input_args(path)],
+        capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL,
     )
     if proc.returncode != 0:
-        reason = (proc.stderr.strip().splitlines() or ["unrecognised format"])[-1]
-        raise LipsyncError(f"{path} is not a readable media file ({reason[:160]}); pass a video, image or audio file")
+        reason = one_line_reason(proc.stderr.strip().splitlines()).replace(f"file:{path}: ", "")
+        raise LipsyncError(f"{path} is not a readable media file ({reason}); pass a video, image or audio file")
     data = json.loads(proc.stdout or "{}")
     streams = data.get("streams", [])
     video = next((s for s in streams if s.get("codec_type") == "video"), None)
@@ -97,3 +103,21 @@ def probe_media(path: str | Path) -> MediaInfo:
         path, True, audio is not None, width, height, _fps(video), int(video.get("nb_frames") or 0), duration, is_image,
         rotation=rotation, video_duration=_float(video.get("duration")), **audio_fields,
     )
+
+
+def media_seconds(info: MediaInfo, cap: float | None = None) -> float:
+    """The file's length in seconds: as stated, or, when it states none, measured by reading its
+    packets without decoding them (stopping just past `cap`, so a lying file costs little)."""
+    if info.is_image or info.stated_seconds:
+        return info.stated_seconds
+    stream = "0:v:0" if info.has_video else "0:a:0"
+    proc = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", *input_args(info.path), "-map", stream, "-c", "copy",
+         *(["-t", f"{cap + 1:g}"] if cap else []), "-f", "null", "-", "-progress", "pipe:1", "-nostats"],
+        capture_output=True, text=True, errors="replace",
+    )
+    times = [line.partition("=")[2] for line in proc.stdout.splitlines() if line.startswith("out_time_us=")]
+    try:
+        return max(0.0, int(times[-1]) / 1e6) if times else 0.0
+    except ValueError:  # "N/A" when no packet carried a timestamp
+        return 0.0

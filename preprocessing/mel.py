@@ -7,6 +7,7 @@ the one-shot computation (reflect padding is applied at the true start and end o
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Iterable
 
 import numpy as np
@@ -142,25 +143,50 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
     return mel_from_chunks([np.asarray(wav)], len(wav) / SAMPLE_RATE)
 
 
-def mel_window_starts(n_mel_frames: int, fps: float) -> list[int]:
-    """Start index of each video frame's 16-frame mel window; the count is the number of output frames.
+class MelWindowStarts(Sequence[int]):
+    """Start index of each video frame's 16-frame mel window; its length is the number of output frames.
 
     Frame i starts at int(i * 80 / fps); the first window that would run past the end is replaced
-    by the LAST 16 mel frames and ends the list (the reference's rule).
+    by the LAST 16 mel frames and ends the sequence (the reference's rule). Computed per index, so
+    its memory does not depend on the number of frames (a lying frame rate cannot grow it).
     """
-    if fps <= 0:
-        raise LipsyncError(f"fps must be positive, got {fps}")
-    if n_mel_frames < MEL_WINDOW:
-        raise LipsyncError(f"audio too short: {n_mel_frames} mel frames, need at least {MEL_WINDOW} (0.2 s)")
-    starts = []
-    i = 0
-    while True:
-        start = int(i * MEL_FRAMES_PER_SECOND / fps)
-        if start + MEL_WINDOW > n_mel_frames:
-            starts.append(n_mel_frames - MEL_WINDOW)
-            return starts
-        starts.append(start)
-        i += 1
+
+    def __init__(self, n_mel_frames: int, fps: float):
+        if fps <= 0:
+            raise LipsyncError(f"fps must be positive, got {fps}")
+        if n_mel_frames < MEL_WINDOW:
+            raise LipsyncError(f"audio too short: {n_mel_frames} mel frames, need at least {MEL_WINDOW} (0.2 s)")
+        self.n_mel_frames, self.fps = n_mel_frames, fps
+        last = n_mel_frames - MEL_WINDOW  # the highest start that still fits
+        full = int((last + 1) * fps / MEL_FRAMES_PER_SECOND)  # an estimate of how many frames start <= last ...
+        while full > 0 and self._start(full - 1) > last:
+            full -= 1
+        while self._start(full) <= last:  # ... made exact with the same expression as the frames use
+            full += 1
+        self._full = full  # frames 0..full-1 fit; one more frame takes the last window
+        self._length = full + 1
+
+    def _start(self, i: int) -> int:
+        return int(i * MEL_FRAMES_PER_SECOND / self.fps)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._length))]
+        if i < 0:
+            i += self._length
+        if not 0 <= i < self._length:
+            raise IndexError(i)
+        return self._start(i) if i < self._full else self.n_mel_frames - MEL_WINDOW
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+
+def mel_window_starts(n_mel_frames: int, fps: float) -> MelWindowStarts:
+    return MelWindowStarts(n_mel_frames, fps)
 
 
 def mel_windows(mel: np.ndarray, fps: float) -> tuple[np.ndarray, int]:

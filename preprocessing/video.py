@@ -13,7 +13,8 @@ import numpy as np
 from lipsync_triton.errors import LipsyncError
 from . import i420
 from .ffmpeg_pipe import FfmpegProcess
-from .media_probe import MediaInfo, probe_media
+from .media_input import MediaLimits, input_args
+from .media_probe import MediaInfo, media_seconds, probe_media
 
 
 @dataclass(frozen=True)
@@ -61,16 +62,22 @@ class FrameSource:
     """
 
     def __init__(self, path: str | Path, transform: FrameTransform = FrameTransform(), static: bool = False, fps: float = 25.0,
-                 pix_fmt: str = "bgr24"):
+                 pix_fmt: str = "bgr24", limits: MediaLimits = MediaLimits()):
         i420.check_pix_fmt(pix_fmt)
         self.path = Path(path)
         self.pix_fmt = pix_fmt
         self.info: MediaInfo = probe_media(self.path)
         if not self.info.has_video or self.info.width <= 0:
             raise LipsyncError(f"{self.path} has no video or image stream; pass a presenter video or a photo")
+        # What the headers declare is checked before a frame is decoded at that size or rate.
+        limits.check_frame(str(self.path), self.info.width, self.info.height)
         self.transform = transform
         self.still = self.info.is_image or static
         self.fps = fps if self.info.is_image or not self.info.fps else self.info.fps
+        if not self.info.is_image:
+            limits.check_fps(str(self.path), self.fps)
+            if limits.max_seconds is not None:
+                limits.check_seconds(str(self.path), media_seconds(self.info, limits.max_seconds))
         self._native_i420 = False  # decided below, once the output size is known
         self._still_frame: np.ndarray | None = self._read_still() if self.still else None
         if self._still_frame is not None:
@@ -105,7 +112,7 @@ class FrameSource:
 
     def _decode(self, limit: int | None = None, ring: int = 0) -> Iterator[np.ndarray]:
         w, h = self.info.width, self.info.height
-        args = ["-i", str(self.path), "-map", "0:v:0"]
+        args = [*input_args(self.path), "-map", "0:v:0"]
         if limit:
             args += ["-frames:v", str(limit)]
         # Keep every source frame (no fps conversion): frame i of the output is frame i of the input.
@@ -154,7 +161,7 @@ class FrameSource:
         flags = "area" if sw < self.info.width else "bilinear"
         # The detector sees a reduced picture: skipping the decoder's deblocking filter saves about a
         # quarter of this decode and moves boxes by a fraction of a pixel on average (BENCHMARKS.md).
-        args = ["-skip_loop_filter", "all", "-i", str(self.path), "-map", "0:v:0",
+        args = ["-skip_loop_filter", "all", *input_args(self.path), "-map", "0:v:0",
                 "-vf", f"select={select},scale={sw}:{sh}:flags={flags},pad={pw}:{ph}:0:0:black", "-fps_mode", "passthrough",
                 *(["-frames:v", str(len(wanted))] if wanted else []), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
         with FfmpegProcess(args, read=True, bufsize=pw * ph * 3) as reader:

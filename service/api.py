@@ -3,6 +3,7 @@
 Every endpoint is a plain `def` (FastAPI runs it in its thread pool: database, storage and ffprobe
 calls block). Every lookup is scoped to the caller's tenant; another tenant's id answers 404."""
 
+import hmac
 import shutil
 import tempfile
 import zipfile
@@ -21,13 +22,14 @@ from lipsync_triton.errors import LipsyncError
 from .body_limit import BodyLimit
 from .db import Job, session_scope
 from .job_options import OPTION_NAMES, JobOptions
-from .jobs import (InputError, batch_jobs, check_capacity, check_webhook, display_name, failed_job, job_view, new_batch, new_job,
+from .jobs import (InputError, admit, batch_jobs, check_capacity, display_name, failed_job, safe_name, job_view, new_batch, new_job,
                    request_cancel, tenant_batch, tenant_job)
 from .metrics import registry_for
 from .readiness import check_all
 from .settings import Settings, get_settings
 from .storage import Storage
 from .tenants import Tenants
+from .webhooks import check_webhook, tenant_secret
 from .zip_manifest import read_zip_batch
 
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "SAMEORIGIN",
@@ -39,7 +41,7 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
     settings = settings or get_settings()
     tenants = Tenants(settings)
     storage = Storage(settings.storage, settings.s3_endpoint_url)
-    registry = registry_for(settings)
+    registries = {by_tenant: registry_for(settings, by_tenant) for by_tenant in (False, True)}
     app = FastAPI(title="lipsync-triton job service", version="1",
                   description="Lip-sync presenter videos through NVIDIA Triton: jobs, batches, results.")
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_upload_mb * 2**20))
@@ -58,6 +60,21 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
     @app.exception_handler(LipsyncError)
     def lipsync_error(_request: Request, exc: LipsyncError):
         return JSONResponse({"detail": str(exc).splitlines()[0]}, status_code=422)
+
+    @app.exception_handler(RecursionError)
+    def too_deep(_request: Request, _exc: RecursionError):
+        return JSONResponse({"detail": "the request nests data too deeply; send flat JSON options"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    def internal_error(_request: Request, exc: Exception):
+        # Answered by Starlette's outermost middleware, past the headers middleware: set them here.
+        log.event("internal_error", error=type(exc).__name__, detail=str(exc).splitlines()[0][:300] if str(exc) else "")
+        return JSONResponse({"detail": "internal error; the operator's log has the details"}, status_code=500,
+                            headers=SECURITY_HEADERS)
+
+    def is_operator(authorization: str | None) -> bool:
+        scheme, _, key = (authorization or "").partition(" ")
+        return bool(settings.ops_key) and scheme.lower() == "bearer" and hmac.compare_digest(key.strip(), settings.ops_key)
 
     def tenant(authorization: Annotated[str | None, Header()] = None) -> str:
         scheme, _, key = (authorization or "").partition(" ")
@@ -90,14 +107,18 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
         return target
 
     def fetch_url(url: str, who: str, target: Path) -> Path:
-        """An input given as a storage URL: only under the tenant's own prefix of the service's storage."""
+        """An input given as a storage URL: only a plain file under the tenant's own prefix of the
+        service's storage (no `..`, no symbolic link anywhere under the prefix)."""
         prefix = f"{settings.storage.rstrip('/')}/tenants/{who}/"
+        refused = InputError(f"inputs by URL must be files under your tenant's prefix tenants/{who}/ of the service's storage", 403)
         if not url.startswith(prefix) or ".." in url[len(prefix):].split("/"):
-            raise InputError(f"inputs by URL must lie under your tenant's prefix {prefix}", 403)
+            raise refused
+        if storage.local and not storage.plain_file_under(url, prefix):
+            raise refused
         try:
             storage.fs.get_file(url, str(target))
         except FileNotFoundError:
-            raise InputError(f"{url} does not exist", 404) from None
+            raise InputError(f"{url[len(settings.storage.rstrip('/')) + 1:]} does not exist", 404) from None
         return target
 
     def enqueue(jobs: list[Job]) -> None:
@@ -121,6 +142,7 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
                    hard_paste: Annotated[str | None, Form()] = None, detect_every: Annotated[str | None, Form()] = None,
                    keyframe_every: Annotated[str | None, Form()] = None):
         options = JobOptions.parse({k: v for k, v in locals().items() if k in OPTION_NAMES})
+        hook = check_webhook(webhook_url, settings)
         face_path = save(face, work / "face") if face else fetch_url(face_url, who, work / "face") if face_url else None
         audio_path = save(audio, work / "audio") if audio else fetch_url(audio_url, who, work / "audio") if audio_url else None
         if face_path is None or audio_path is None:
@@ -128,8 +150,8 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
         check_capacity(db, who, settings)
         job = new_job(db, storage, settings, who, face_path, audio_path, options,
                       display_name(face.filename if face else face_url, "presenter"),
-                      webhook_url=check_webhook(webhook_url, settings))
-        db.commit()
+                      webhook_url=hook)
+        admit(db, storage, settings, who, [job])
         enqueue([job])
         return JSONResponse({"id": job.id, "status": job.status}, status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
@@ -240,7 +262,7 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
                 job = new_job(db, storage, settings, who, face_path, audio_path, opts, name, batch_id=batch.id, item=number,
                               fail_softly=True)
             jobs.append(job)
-        db.commit()
+        admit(db, storage, settings, who, jobs, batch)
         enqueue(jobs)
         return JSONResponse({"id": batch.id, "jobs": [{"id": j.id, "status": j.status, "error": j.error} for j in jobs]},
                             status_code=202, headers={"Location": f"/v1/batches/{batch.id}"})
@@ -267,28 +289,38 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
         handle = tempfile.NamedTemporaryFile(prefix="archive-", suffix=".zip", dir=base, delete=False)
         with handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
             for job in finished:
-                with storage.open(job.result_key) as src, archive.open(f"{job.item:04d}_{job.name}.mp4", "w") as dst:
+                with storage.open(job.result_key) as src, archive.open(f"{job.item:04d}_{safe_name(job.name, 'item')}.mp4", "w") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
         return FileResponse(handle.name, media_type="application/zip", filename=f"batch-{batch.id}.zip",
                             background=BackgroundTask(Path(handle.name).unlink, missing_ok=True))
+
+    @app.get("/v1/webhook-secret", summary="Your tenant's secret for verifying webhook signatures")
+    def webhook_secret(who: Tenant):
+        if not settings.webhook_secret:
+            raise InputError("webhooks are off on this service (the operator sets LIPSYNC_WEBHOOK_SECRET)", 404)
+        return {"secret": tenant_secret(settings.webhook_secret, who), "header": "X-Lipsync-Signature",
+                "scheme": "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, '<t>.' + body)>"}
 
     @app.get("/healthz", summary="The process is up")
     def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Triton models ready, storage, queue and database reachable")
-    def readyz():
+    @app.get("/readyz", summary="Triton models ready, storage, queue and database reachable "
+             "(each check's detail with the operators' key)")
+    def readyz(authorization: Annotated[str | None, Header()] = None):
         checks = check_all(settings)
         ready = all(ok for ok, _ in checks.values())
-        return JSONResponse({"ready": ready, "checks": {k: {"ok": ok, "detail": d} for k, (ok, d) in checks.items()}},
+        detailed = is_operator(authorization)
+        return JSONResponse({"ready": ready, "checks": {k: {"ok": ok, **({"detail": d} if detailed else {})}
+                                                        for k, (ok, d) in checks.items()}},
                             status_code=200 if ready else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
-    def metrics():
-        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    @app.get("/metrics", summary="Prometheus metrics (per tenant with the operators' key)", response_class=PlainTextResponse)
+    def metrics(authorization: Annotated[str | None, Header()] = None):
+        return PlainTextResponse(generate_latest(registries[is_operator(authorization)]), media_type=CONTENT_TYPE_LATEST)
 
     if api_base:
         from .ui import mount_ui
 
-        app = mount_ui(app, api_base, local_only=tenants.local_only)
+        app = mount_ui(app, api_base, tenants, int(settings.max_upload_mb * 2**20))
     return app

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -63,6 +63,21 @@ class Job(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+def lock_tenant(session: Session, tenant: str) -> None:
+    """Serialise the tenant's admissions until this transaction ends.
+
+    PostgreSQL: a transaction-level advisory lock on the tenant's name. SQLite: the database's write
+    lock, taken at once by a write that changes nothing (other writers wait, busy_timeout); it must
+    be the transaction's first statement, or a concurrent commit fails it instead of waiting."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"lipsync-admit:{tenant}"})
+    elif dialect == "sqlite":
+        session.execute(text("UPDATE batches SET tenant = tenant WHERE 1 = 0"))
+    else:
+        raise NotImplementedError(f"no admission lock for {dialect}; use PostgreSQL or SQLite")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

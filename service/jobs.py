@@ -9,8 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lipsync_triton.errors import LipsyncError
-from lipsync_triton.preprocessing.media_probe import probe_media
-from .db import ACTIVE, Batch, Job, new_id, utcnow
+from lipsync_triton.preprocessing.media_input import MediaTooLong
+from lipsync_triton.preprocessing.media_probe import media_seconds, probe_media
+from .db import ACTIVE, Batch, Job, lock_tenant, new_id, utcnow
 from .job_options import JobOptions
 from .settings import Settings
 from .storage import Storage
@@ -24,61 +25,84 @@ class InputError(LipsyncError):
         self.status = status
 
 
+def safe_name(text: str | None, fallback: str) -> str:
+    """A name a user gave, reduced to letters, digits, '.', '_' and '-' (results in archives and
+    downloads are named with it: no path separator, no '..', no control character survives)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text or "").strip("._")[:60]
+    return re.sub(r"\.{2,}", ".", cleaned) or fallback
+
+
 def display_name(filename: str | None, fallback: str) -> str:
-    """A user's file name reduced to a safe display stem (results in archives are named with it)."""
-    stem = Path((filename or "").replace("\\", "/").split("/")[-1]).stem
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")[:60]
-    return cleaned or fallback
+    """A user's file name reduced to a safe display stem."""
+    return safe_name(Path((filename or "").replace("\\", "/").split("/")[-1]).stem, fallback)
 
 
 def check_inputs(face: Path, audio: Path, settings: Settings) -> None:
-    """The presenter must be a video or image and the speech must hold audio, within the limits."""
+    """The presenter must be a video or image and the speech must hold audio, within the limits
+    (what the headers declare; a file that states no length is measured)."""
+    limits = settings.media_limits
     try:
         face_info = probe_media(face)
-    except LipsyncError:
-        raise InputError("face is not a readable video or image; upload an mp4/mov/webm video or a jpg/png photo") from None
+    except LipsyncError as exc:
+        raise InputError(f"face is not a readable video or image ({_reason(exc)}); upload an mp4/mov/webm video "
+                         "or a jpg/png photo") from None
     if not face_info.has_video or face_info.width <= 0:
         raise InputError("face holds no video or image stream; upload a presenter video or photo")
-    if face_info.width * face_info.height > 8192 * 8192:
-        raise InputError(f"face is {face_info.width}x{face_info.height}; the largest accepted is 8192x8192 pixels")
+    try:
+        limits.check_frame("face", face_info.width, face_info.height)
+        if not face_info.is_image:
+            limits.check_fps("face", face_info.fps)
+    except LipsyncError as exc:
+        raise InputError(str(exc)) from None
     try:
         audio_info = probe_media(audio)
-    except LipsyncError:
-        raise InputError("audio is not a readable media file; upload a wav/mp3/m4a speech track") from None
+    except LipsyncError as exc:
+        raise InputError(f"audio is not a readable media file ({_reason(exc)}); upload a wav/mp3/m4a speech track") from None
     if not audio_info.has_audio:
         raise InputError("audio holds no audio stream; upload a speech track")
     for what, info in (("face", face_info), ("audio", audio_info)):
-        seconds = info.video_duration or info.audio_duration or info.duration
-        if not info.is_image and seconds > settings.max_media_seconds:
-            raise InputError(f"{what} lasts {seconds:.0f} s; the limit is {settings.max_media_seconds:.0f} s "
-                             "(LIPSYNC_MAX_MEDIA_SECONDS)", 413)
+        try:
+            limits.check_seconds(what, media_seconds(info, limits.max_seconds))
+        except MediaTooLong as exc:
+            raise InputError(str(exc), 413) from None
+
+
+def _reason(exc: LipsyncError) -> str:
+    """The decoder's reason from a probe error, without the server-side path it names."""
+    text = str(exc)
+    return text[text.find("(") + 1:text.rfind(")")] if "(" in text else "unrecognised format"
 
 
 def check_capacity(session: Session, tenant: str, settings: Settings, adding: int = 1) -> None:
+    """An early refusal before uploads are probed and stored; `admit` decides, atomically."""
     active = session.query(Job).filter(Job.tenant == tenant, Job.status.in_(ACTIVE)).count()
     if active + adding > settings.max_active_jobs_per_tenant:
         raise InputError(f"{active} jobs already queued or running; the limit is {settings.max_active_jobs_per_tenant} "
                          "per tenant (LIPSYNC_MAX_ACTIVE_JOBS_PER_TENANT): wait for some to finish", 429)
 
 
-def check_webhook(url: str | None, settings: Settings) -> str | None:
-    if not url:
-        return None
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("http", "https") or not host:
-        raise InputError("webhook_url must be an http(s) URL")
-    if host not in settings.allowed_webhook_hosts:
-        raise InputError(f"webhook host {host} is not allowed; the operator lists allowed hosts in LIPSYNC_WEBHOOK_HOSTS")
-    return url
+def admit(session: Session, storage: Storage, settings: Settings, tenant: str, jobs: list[Job], batch: Batch | None = None) -> None:
+    """Count the tenant's active jobs and insert the new ones as ONE step (parallel submits cannot
+    all pass the limit): the tenant's admissions are serialised by a lock held until the commit.
+    A refused request's stored inputs are deleted."""
+    session.commit()  # end any earlier read: the lock must be the transaction's first statement
+    try:
+        lock_tenant(session, tenant)
+        check_capacity(session, tenant, settings, adding=sum(job.status in ACTIVE for job in jobs))
+    except InputError:
+        session.rollback()
+        for job in jobs:
+            if job.face_key:
+                storage.delete(f"inputs/{tenant}/{job.id}")
+        raise
+    session.add_all(([batch] if batch is not None else []) + jobs)
+    session.commit()
 
 
 def new_job(session: Session, storage: Storage, settings: Settings, tenant: str, face: Path, audio: Path,
             options: JobOptions, name: str, *, batch_id: str | None = None, item: int | None = None,
             webhook_url: str | None = None, fail_softly: bool = False) -> Job:
-    """A queued job with its inputs stored; with `fail_softly` (batch items) a bad input gives a
+    """A queued job (not yet added: see `admit`) with its inputs stored; with `fail_softly` (batch items) a bad input gives a
     failed job instead of an error, so one bad item never stops the rest."""
     job = Job(id=new_id(), tenant=tenant, batch_id=batch_id, item=item, name=name, status="queued", progress=0.0,
               options=options.model_dump(mode="json"), webhook_url=webhook_url, attempts=0, cancel_requested=False,
@@ -89,12 +113,10 @@ def new_job(session: Session, storage: Storage, settings: Settings, tenant: str,
         if not fail_softly:
             raise
         job.status, job.error, job.finished_at = "failed", str(exc), utcnow()
-        session.add(job)
         return job
     job.face_key, job.audio_key = f"inputs/{tenant}/{job.id}/face", f"inputs/{tenant}/{job.id}/audio"
     storage.put_file(face, job.face_key)
     storage.put_file(audio, job.audio_key)
-    session.add(job)
     return job
 
 
@@ -105,14 +127,11 @@ def failed_job(session: Session, tenant: str, options: JobOptions, name: str, er
     job = Job(id=new_id(), tenant=tenant, batch_id=batch_id, item=item, name=name, status="failed", progress=0.0,
               error=error, options=options.model_dump(mode="json"), attempts=0, cancel_requested=False, created_at=now,
               finished_at=now)
-    session.add(job)
     return job
 
 
 def new_batch(session: Session, tenant: str) -> Batch:
-    batch = Batch(id=new_id(), tenant=tenant, created_at=utcnow())
-    session.add(batch)
-    return batch
+    return Batch(id=new_id(), tenant=tenant, created_at=utcnow())
 
 
 def tenant_job(session: Session, tenant: str, job_id: str) -> Job:

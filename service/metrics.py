@@ -16,24 +16,30 @@ RECENT = dt.timedelta(minutes=10)
 
 
 class JobCollector:
-    def __init__(self, settings: Settings):
+    """`by_tenant`: series per tenant (tenant names are for operators: the public scrape has totals)."""
+
+    def __init__(self, settings: Settings, by_tenant: bool):
         self.settings = settings
+        self.by_tenant = by_tenant
 
     def collect(self):
-        by_state = GaugeMetricFamily("lipsync_jobs", "Jobs by state and tenant", labels=["tenant", "status"])
-        run = SummaryMetricFamily("lipsync_job_run_seconds", "Run time of finished jobs", labels=["tenant"])
-        wait = SummaryMetricFamily("lipsync_job_queue_seconds", "Time finished jobs waited in the queue", labels=["tenant"])
+        tenant = ["tenant"] if self.by_tenant else []
+        by_state = GaugeMetricFamily("lipsync_jobs", "Jobs by state" + " and tenant" * self.by_tenant, labels=[*tenant, "status"])
+        run = SummaryMetricFamily("lipsync_job_run_seconds", "Run time of finished jobs", labels=tenant)
+        wait = SummaryMetricFamily("lipsync_job_queue_seconds", "Time finished jobs waited in the queue", labels=tenant)
         depth = GaugeMetricFamily("lipsync_queue_depth", "Tasks waiting in the queue")
         fps = GaugeMetricFamily("lipsync_frames_per_second", "Frames generated per second of job run time, jobs finished in the last 10 minutes")
         with session_scope(self.settings.database) as s:
-            for tenant, status, count in s.execute(select(Job.tenant, Job.status, func.count()).group_by(Job.tenant, Job.status)):
-                by_state.add_metric([tenant, status], count)
+            group = [Job.tenant] if self.by_tenant else []
+            for *labels, count in s.execute(select(*group, Job.status, func.count()).group_by(*group, Job.status)):
+                by_state.add_metric(labels, count)
             # Aggregated in SQL from durations stored at success: no job rows are loaded per scrape.
-            for tenant, count, run_s, queue_s in s.execute(
-                    select(Job.tenant, func.count(), func.sum(Job.run_s), func.sum(Job.queue_s))
-                    .where(Job.status == "succeeded", Job.run_s.is_not(None)).group_by(Job.tenant)):
-                run.add_metric([tenant], count, run_s or 0.0)
-                wait.add_metric([tenant], count, queue_s or 0.0)
+            for *labels, count, run_s, queue_s in s.execute(
+                    select(*group, func.count(), func.sum(Job.run_s), func.sum(Job.queue_s))
+                    .where(Job.status == "succeeded", Job.run_s.is_not(None)).group_by(*group)):
+                if count:
+                    run.add_metric(labels, count, run_s or 0.0)
+                    wait.add_metric(labels, count, queue_s or 0.0)
             frames, seconds = s.execute(select(func.sum(Job.frames), func.sum(Job.run_s))
                                         .where(Job.status == "succeeded", Job.finished_at >= utcnow() - RECENT)).one()
         try:
@@ -46,7 +52,7 @@ class JobCollector:
         yield from (by_state, run, wait, depth, fps)
 
 
-def registry_for(settings: Settings) -> CollectorRegistry:
+def registry_for(settings: Settings, by_tenant: bool = False) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(JobCollector(settings))
+    registry.register(JobCollector(settings, by_tenant))
     return registry

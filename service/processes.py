@@ -19,6 +19,7 @@ from pathlib import Path
 from lipsync_triton import log
 from lipsync_triton.process_guard import guarded_server
 from .settings import get_settings
+from .slow_clients import slow_client_protocol
 from .tenants import Tenants, is_loopback
 
 MODEL_WAIT_LOG_S = 10.0
@@ -33,7 +34,7 @@ def _apply_overrides(triton_urls: list[str] | None) -> None:
 
 
 def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_repository: Path | None = None,
-            worker_processes: int | None = None) -> int:
+            worker_processes: int | None = None, triton_address: str = "127.0.0.1") -> int:
     import uvicorn
 
     from .api import create_app
@@ -44,7 +45,7 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
         from lipsync_triton.serving.server import TritonServer
 
         _export_if_missing(model_repository)
-        server = TritonServer(model_repository, log_path=None).start(wait=False)  # the UI says "model initialising"
+        server = TritonServer(model_repository, log_path=None, address=triton_address).start(wait=False)  # UI: "model initialising"
         triton_urls = [server.grpc_url]
     _apply_overrides(triton_urls)
     settings = get_settings()
@@ -59,7 +60,9 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
     loopback = host if is_loopback(host) else "127.0.0.1"
     app = create_app(settings, api_base=f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else loopback}:{port}")
     try:
-        _uvicorn_server()(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)).run()
+        _uvicorn_server()(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                         http=slow_client_protocol(settings.header_timeout_s, settings.body_timeout_s),
+                                         timeout_keep_alive=5)).run()
     finally:
         for proc in workers:
             if proc.poll() is None:

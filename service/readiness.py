@@ -3,30 +3,23 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from lipsync_triton.client.triton_client import DETECTOR_MODEL, WAV2LIP_MODEL
+from lipsync_triton.client.triton_client import DETECTOR_MODEL, WAV2LIP_MODEL, TritonPool
+from lipsync_triton.errors import LipsyncError
 from .db import engine_for
 from .settings import Settings
 from .storage import Storage
 
 
 def triton_ready(urls: list[str]) -> tuple[bool, str]:
-    import tritonclient.grpc as grpcclient
-
-    problems = []
-    for url in urls:
-        try:
-            client = grpcclient.InferenceServerClient(url)
-            try:
-                missing = [m for m in (WAV2LIP_MODEL, DETECTOR_MODEL) if not client.is_model_ready(m, client_timeout=3)]
-            finally:
-                client.close()
-        except Exception as exc:  # any failure to ask means not ready
-            problems.append(f"{url}: {str(exc).splitlines()[0][:120] if str(exc) else 'unreachable'}")
-            continue
-        if not missing:
-            return True, "ready"
-        problems.append(f"{url}: model initialising ({', '.join(missing)})")
-    return False, "; ".join(problems) or "no Triton URL configured"
+    """Both models ready on at least one server: the client's own check (every URL form it accepts,
+    `dns://NAME:PORT` included, with the same gRPC channel settings)."""
+    try:
+        TritonPool(urls, retry_seconds=0).check_ready((WAV2LIP_MODEL, DETECTOR_MODEL))
+    except LipsyncError as exc:
+        return False, str(exc).splitlines()[0][:300] if str(exc) else "unreachable"
+    except Exception as exc:  # any failure to ask means not ready
+        return False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'unreachable'}"
+    return True, "ready"
 
 
 def check_all(settings: Settings) -> dict[str, tuple[bool, str]]:

@@ -19,6 +19,7 @@ from lipsync_triton.client.generate import GenerateOptions, generate
 from lipsync_triton.client.triton_client import Cancelled, ServerUnavailable
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.preprocessing.ffmpeg_pipe import FfmpegProcess
+from lipsync_triton.preprocessing.media_input import input_args
 from .db import Job, session_scope, utcnow
 from .job_options import JobOptions
 from .settings import Settings, get_settings
@@ -94,8 +95,17 @@ class Watch:
                 self.cancel.set()
 
 
+def user_facing(message: str, work: Path) -> str:
+    """A job error as its tenant may read it: the worker's files named as the inputs they hold
+    (never a server path), and no CLI flag the tenant cannot pass."""
+    for name, what in (("face", "the presenter (face)"), ("audio", "the speech (audio)"), ("result.mp4", "the result")):
+        message = message.replace(str(work / name), what)
+    message = message.replace(str(work), "the job's folder")
+    return message.replace("or pass --box", "or give a fixed box (option box)")
+
+
 def thumbnail(video: Path, out: Path) -> Path:
-    with FfmpegProcess(["-y", "-i", str(video), "-frames:v", "1", "-vf", "scale=320:-2", "-q:v", "4", str(out)]) as ff:
+    with FfmpegProcess(["-y", *input_args(video), "-frames:v", "1", "-vf", "scale=320:-2", "-q:v", "4", str(out)]) as ff:
         if ff.finish() != 0:
             raise LipsyncError(f"thumbnail failed: {ff.reason()}")
     return out
@@ -121,7 +131,7 @@ def run_job(job_id: str, last_attempt: bool = True, settings: Settings | None = 
         storage.get_file(job.face_key, face)
         storage.get_file(job.audio_key, audio)
         options = GenerateOptions(**JobOptions(**job.options).generate_kwargs(), cache_dir=settings.data_dir / "presenters",
-                                  retry_seconds=settings.triton_retry_s)
+                                  retry_seconds=settings.triton_retry_s, limits=settings.media_limits)
         out = work / "result.mp4"
         result = generate(face, audio, out, settings.triton, options, progress=watch.on_progress, cancel=watch.cancel)
         thumbnail(out, work / "thumb.jpg")
@@ -151,7 +161,8 @@ def run_job(job_id: str, last_attempt: bool = True, settings: Settings | None = 
     except LipsyncError as exc:  # the input's fault: no retry
         if isinstance(exc, ServerUnavailable):
             return _retry_or_fail(db, job, exc, last_attempt, settings)
-        _update(db, job, status="failed", error=str(exc).splitlines()[0][:500], finished_at=utcnow())
+        error = user_facing(str(exc).splitlines()[0], work)
+        _update(db, job, status="failed", error=error[:500], finished_at=utcnow())
         log.event("job_failed", job=job.id, tenant=job.tenant, error=str(exc).splitlines()[0][:300])
         _notify(job, settings)
     except Exception as exc:  # storage or database unreachable, a server restarting: the queue retries it
@@ -199,7 +210,7 @@ def _forget_outputs(db: str, storage: Storage, job: Job, *keys: str) -> None:
 
 
 def _notify(job: Job, settings: Settings) -> None:
-    if job.webhook_url and settings.allowed_webhook_hosts:
+    if job.webhook_url and settings.webhook_allow:
         from .queue import deliver_webhook_task
 
         deliver_webhook_task(job.id)

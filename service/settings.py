@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lipsync_triton.preprocessing.media_input import MediaLimits
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LIPSYNC_", extra="ignore")
@@ -26,15 +28,27 @@ class Settings(BaseSettings):
     workers: int = Field(2, description="jobs run at once per worker process (threads sharing the Triton server)")
     worker_processes: int = Field(1, description="worker processes `lipsync api` starts beside itself (0 = none)")
     max_upload_mb: float = Field(500.0, description="largest request body, enforced while it streams in")
-    max_media_seconds: float = Field(1800.0, description="longest presenter video or speech accepted")
+    max_media_seconds: float = Field(1800.0, description="longest presenter video or speech accepted (measured when a file states no length)")
+    max_fps: float = Field(MediaLimits.max_fps, description="highest presenter frame rate accepted (higher: refused, re-encode it)")
+    max_frame_pixels: int = Field(MediaLimits.max_frame_pixels, description="largest presenter frame (width x height) accepted")
     max_active_jobs_per_tenant: int = Field(100, description="queued + running jobs a tenant may have; more -> 429")
     retention_days: float = Field(7.0, description="inputs and results older than this are deleted, jobs marked expired")
     job_retries: int = Field(2, description="re-runs of a job after a transient failure (server down, storage error)")
     retry_delay_s: float = Field(5.0, description="wait before a retry")
     triton_retry_s: float = Field(30.0, description="how long one job retries an unreachable Triton before the queue retries the job")
     stale_job_s: float = Field(60.0, description="a running job without a heartbeat for this long is re-queued (its worker died)")
-    webhook_hosts: str = Field("", description="hosts completion webhooks may call, comma-separated (none = webhooks off)")
-    webhook_secret: str = Field("", description="HMAC-SHA256 key for the X-Lipsync-Signature header")
+    ops_key: str = Field("", description="operators' key (Authorization: Bearer): /readyz details and per-tenant /metrics; "
+                                         "without it those show only what a load balancer or a scraper needs")
+    header_timeout_s: float = Field(10.0, description="a request's line and headers must arrive within this (slow clients)")
+    body_timeout_s: float = Field(30.0, description="longest pause inside a request body before the connection is closed")
+    webhook_allow: str = Field("", description="URL prefixes completion webhooks may call, scheme://host[:port][/path/], "
+                                               "comma-separated (none = webhooks off)")
+    webhook_secret: str = Field("", description="master key from which each tenant's webhook signing secret is derived "
+                                                "(a tenant reads its own at GET /v1/webhook-secret; none = webhooks off)")
+
+    @property
+    def media_limits(self) -> MediaLimits:
+        return MediaLimits(max_fps=self.max_fps, max_frame_pixels=self.max_frame_pixels, max_seconds=self.max_media_seconds)
 
     @property
     def database(self) -> str:
@@ -47,10 +61,6 @@ class Settings(BaseSettings):
     @property
     def triton(self) -> list[str]:
         return [u.strip() for u in self.triton_urls.split(",") if u.strip()]
-
-    @property
-    def allowed_webhook_hosts(self) -> set[str]:
-        return {h.strip().lower() for h in self.webhook_hosts.split(",") if h.strip()}
 
 
 @lru_cache(maxsize=1)

@@ -55,6 +55,20 @@ class Storage:
         """The file itself when storage is a local folder (served without a copy), else None."""
         return Path(self._path(key)) if self.local else None
 
+    @staticmethod
+    def plain_file_under(path: str, prefix: str) -> bool:
+        """A local path that exists (or not yet) under `prefix` with no symbolic link on the way: what
+        it names is what is read, never a file elsewhere that a planted link points to."""
+        base, target = Path(prefix), Path(path)
+        if not target.is_relative_to(base):
+            return False
+        for part in [target, *target.parents]:
+            if part == base.parent:
+                break
+            if part.is_symlink():
+                return False
+        return not target.exists() or (target.is_file() and target.resolve().is_relative_to(base.resolve()))
+
     def open(self, key: str, mode: str = "rb"):
         return self.fs.open(self._path(key), mode)
 

@@ -1,5 +1,9 @@
 """The web UI (Gradio, mounted at /ui): a single job and a batch, through the REST API itself, so it
-has exactly the API's checks, limits and tenancy (the key is entered once per page)."""
+has exactly the API's checks, limits and tenancy.
+
+Everything under /ui, Gradio's upload endpoint included, needs a sign-in with the tenant's name and
+API key (except in local-only mode): the key is kept in this process for the session and sent to
+the API on the user's behalf. Uploads obey the API's size limit and are deleted after an hour."""
 from __future__ import annotations
 
 import tempfile
@@ -9,6 +13,8 @@ from pathlib import Path
 import gradio as gr
 import httpx
 from fastapi import FastAPI
+
+from .tenants import Tenants
 
 POLL_S = 1.0
 FINAL = ("succeeded", "failed", "cancelled", "expired")
@@ -65,12 +71,34 @@ def _options(pads: str, detect_every: float, hard_paste: bool) -> dict:
     return {"pads": pads or "0 10 0 0", "detect_every": str(int(detect_every)), "hard_paste": str(hard_paste).lower()}
 
 
-def build_ui(base: str, local_only: bool) -> gr.Blocks:
+class SignIns:
+    """Gradio's sign-in: the user name is the tenant, the password its API key. The keys of signed-in
+    tenants stay in this process's memory (the session cookie names only the tenant)."""
+
+    def __init__(self, tenants: Tenants):
+        self.tenants = tenants
+        self._keys: dict[str, str] = {}
+
+    def check(self, username: str, password: str) -> bool:
+        tenant = self.tenants.tenant_for(password)
+        if tenant is None or tenant != username.strip():
+            return False
+        self._keys[tenant] = password
+        return True
+
+    def key(self, request: gr.Request | None) -> str:
+        if self.tenants.local_only:
+            return ""
+        username = getattr(request, "username", None)
+        if not username or username not in self._keys:
+            raise gr.Error("Your session has ended: reload the page and sign in again.")
+        return self._keys[username]
+
+
+def build_ui(base: str, signins: SignIns) -> gr.Blocks:
     with gr.Blocks(title="lipsync-triton", delete_cache=(int(KEEP_S), int(KEEP_S))) as ui:
         gr.Markdown("# lipsync-triton\nA presenter video or photo + a speech track -> a lip-synced video.")
         status = gr.Markdown(_model_status(base), elem_id="model-status")
-        key = gr.Textbox(label="API key", type="password", visible=not local_only, elem_id="api-key",
-                         placeholder="the key your administrator gave your team")
         gr.Timer(3.0).tick(lambda: _model_status(base), outputs=status)
 
         with gr.Tab("Single video"):
@@ -86,10 +114,10 @@ def build_ui(base: str, local_only: bool) -> gr.Blocks:
             video = gr.Video(label="Result", elem_id="result-video", interactive=False)
             download = gr.File(label="Download", elem_id="result-file")
 
-            def run_single(key_text, face_file, audio_file, pads_text, every, hard):
+            def run_single(face_file, audio_file, pads_text, every, hard, request: gr.Request):
                 if not face_file or not audio_file:
                     raise gr.Error("Upload a presenter video or photo and a speech track.")
-                api = ApiClient(base, key_text)
+                api = ApiClient(base, signins.key(request))
                 with open(face_file, "rb") as f, open(audio_file, "rb") as a:
                     job = api.call("POST", "/v1/jobs", files={"face": (Path(face_file).name, f), "audio": (Path(audio_file).name, a)},
                                    data=_options(pads_text, every, hard)).json()
@@ -106,7 +134,7 @@ def build_ui(base: str, local_only: bool) -> gr.Blocks:
                 path = api.download(view["links"]["result"], ".mp4")
                 yield line, path, path
 
-            submit.click(run_single, [key, face, audio, pads, detect_every, hard_paste], [progress, video, download])
+            submit.click(run_single, [face, audio, pads, detect_every, hard_paste], [progress, video, download])
 
         with gr.Tab("Batch"):
             batch_audio = gr.File(label="One speech for every presenter", elem_id="batch-audio")
@@ -116,10 +144,10 @@ def build_ui(base: str, local_only: bool) -> gr.Blocks:
             thumbs = gr.Gallery(label="Thumbnails", columns=6, height=200)
             archive = gr.File(label="All results (ZIP)", elem_id="batch-zip")
 
-            def run_batch(key_text, audio_file, face_files):
+            def run_batch(audio_file, face_files, request: gr.Request):
                 if not audio_file or not face_files:
                     raise gr.Error("Upload one speech track and at least one presenter.")
-                api = ApiClient(base, key_text)
+                api = ApiClient(base, signins.key(request))
                 handles = [open(f, "rb") for f in face_files]
                 try:
                     with open(audio_file, "rb") as a:
@@ -143,9 +171,12 @@ def build_ui(base: str, local_only: bool) -> gr.Blocks:
                 zip_path = api.download(view["links"]["archive"], ".zip") if thumbnails else None
                 yield rows, gallery, zip_path
 
-            batch_submit.click(run_batch, [key, batch_audio, batch_faces], [table, thumbs, archive])
+            batch_submit.click(run_batch, [batch_audio, batch_faces], [table, thumbs, archive])
     return ui
 
 
-def mount_ui(app: FastAPI, api_base: str, local_only: bool) -> FastAPI:
-    return gr.mount_gradio_app(app, build_ui(api_base, local_only), path="/ui")
+def mount_ui(app: FastAPI, api_base: str, tenants: Tenants, max_upload_bytes: int) -> FastAPI:
+    signins = SignIns(tenants)
+    return gr.mount_gradio_app(app, build_ui(api_base, signins), path="/ui", max_file_size=max_upload_bytes,
+                               auth=None if tenants.local_only else signins.check,
+                               auth_message="Sign in with your tenant name and the API key your administrator gave you.")

@@ -11,7 +11,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .jobs import InputError
+from .jobs import InputError, safe_name
 
 MANIFEST = "manifest.csv"
 MAX_ITEMS = 1000
@@ -72,7 +72,7 @@ def read_zip_batch(zip_path: Path, workdir: Path, max_bytes: int) -> list[ZipIte
         items = []
         for number, row in enumerate(rows):
             face_name, audio_name = (row.pop("face") or "").strip(), (row.pop("audio") or "").strip()
-            name = (row.pop("name", "") or "").strip() or PurePosixPath(face_name).stem
+            name = safe_name((row.pop("name", "") or "").strip() or PurePosixPath(face_name).stem, f"item{number}")
             options = {k: v for k, v in row.items() if k}
             try:
                 face = _extract(archive, _safe_member(archive, face_name, max_bytes), workdir / f"{number}_face", max_bytes)

@@ -42,7 +42,12 @@ class Ports:
                 s.close()
 
 
-def server_command(model_repository: Path, ports: Ports, extra: list[str] | None = None) -> tuple[list[str], dict]:
+LOOPBACK = "127.0.0.1"
+
+
+def server_command(model_repository: Path, ports: Ports, extra: list[str] | None = None,
+                   address: str = "0.0.0.0") -> tuple[list[str], dict]:
+    """tritonserver's command line; `address` is what its gRPC, HTTP and metrics ports bind to."""
     install = find_triton()
     backends = python_backend_dir(install)
     cmd = [
@@ -50,6 +55,7 @@ def server_command(model_repository: Path, ports: Ports, extra: list[str] | None
         f"--model-repository={model_repository}",
         f"--backend-directory={backends}",
         f"--grpc-port={ports.grpc}", f"--http-port={ports.http}", f"--metrics-port={ports.metrics}",
+        f"--grpc-address={address}", f"--http-address={address}", f"--metrics-address={address}",
         f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
         f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
         "--strict-readiness=true", "--exit-on-error=true", "--log-info=true",
@@ -155,10 +161,14 @@ def serve_foreground(model_repository: Path, ports: Ports) -> int:
 
 
 class TritonServer:
-    """A managed tritonserver subprocess: start, wait until READY, stop. Used by tests, demo and perf."""
+    """A managed tritonserver subprocess: start, wait until READY, stop. Used by the all-in-one
+    service, tests, demo and perf; it listens on loopback only unless `address` says otherwise
+    (its ports have no authentication: only its own host should reach them)."""
 
-    def __init__(self, model_repository: Path, ports: Ports | None = None, log_path: Path | None = None):
+    def __init__(self, model_repository: Path, ports: Ports | None = None, log_path: Path | None = None,
+                 address: str = LOOPBACK):
         self.repository = check_repository(model_repository)
+        self.address = address
         self.ports = ports or Ports.free()
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
@@ -175,7 +185,7 @@ class TritonServer:
 
     def start(self, timeout: float = 300.0, wait: bool = True) -> "TritonServer":
         """Start tritonserver; with `wait`, return once READY (else at once: callers poll readiness)."""
-        cmd, env = server_command(self.repository, self.ports)
+        cmd, env = server_command(self.repository, self.ports, address=self.address)
         self.proc = subprocess.Popen(guarded_server(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1, process_group=0)
         self._reader = threading.Thread(target=self._pump, daemon=True)

@@ -107,3 +107,12 @@ def wait_for_batch(client: httpx.Client, batch_id: str, timeout: float = 300.0) 
             return view
         time.sleep(0.5)
     raise AssertionError(f"batch {batch_id} not done after {timeout:.0f} s")
+
+
+def ui_sign_in(page, base: str, tenant: str = "acme", key: str = "key-acme") -> None:
+    """Open the web UI in a Playwright page and sign in with the tenant's name and API key."""
+    page.goto(f"{base}/ui/")
+    page.locator("input[type=text]").first.fill(tenant)
+    page.locator("input[type=password]").fill(key)
+    page.get_by_role("button", name="Login").click()
+    page.wait_for_selector("#model-status", timeout=60000)

@@ -91,3 +91,15 @@ def test_audio_errors(media, tmp_path):
     text.write_text("not audio")
     with pytest.raises(LipsyncError, match="not a readable media file"):
         load_audio(text)
+
+
+def test_a_lying_frame_rate_does_not_grow_memory_with_the_frame_count():
+    """A header declaring 1,000,000 fps over 30 minutes of speech: the window starts are computed per
+    frame, not listed (a list would take ~55 GB)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    starts = mel_window_starts(80 * 1800, 1_000_000.0)
+    assert len(starts) > 1_700_000_000 and starts[-1] == 80 * 1800 - 16 and starts[1_000_000] == 80
+    assert tracemalloc.get_traced_memory()[1] < 1 << 20
+    tracemalloc.stop()

@@ -104,10 +104,12 @@ def test_each_bad_file_gets_a_4xx_or_a_one_line_failed_job(service, corpus, medi
                 assert view["status"] in FINAL_OK, (name, view)
                 if view["status"] == "failed":
                     assert view["error"] and "\n" not in view["error"] and "Traceback" not in view["error"], (name, view)
+                    assert "/tmp" not in view["error"] and str(service.data_dir) not in view["error"], (name, view)  # no server path
                 outcomes[name] = view["status"]
             else:
                 detail = response.json()["detail"]
                 assert isinstance(detail, str) and "\n" not in detail, (name, detail)
+                assert "/tmp" not in detail and str(service.data_dir) not in detail, (name, detail)
                 outcomes[name] = response.status_code
         assert api.get("/healthz").status_code == 200
     print(outcomes)

@@ -22,6 +22,7 @@ ILLUSTRATIVE = re.compile(r"<!-- illustrative: (.+?) -->\s*$")
 EXECUTED = {
     "make demo": "test_make_demo_writes_the_demo_video",
     "make test": "(the command running this suite; .ci/run calls it)",
+    "make sbom": "test_make_sbom_lists_the_environment",
     "LIPSYNC_CHECKPOINT=": "test_demo_with_a_checkpoint",
     ".venv/bin/lipsync export --checkpoint": "test_export_command_examples",
     ".venv/bin/lipsync export --random-weights": "test_export_command_examples",
@@ -120,7 +121,7 @@ def test_demo_with_a_checkpoint(tmp_path):
 
 
 def test_python_api_example(triton, media, tmp_path, monkeypatch):
-    ((code, _),) = _blocks("python")
+    code = next(c for c, _ in _blocks("python") if "LipSyncClient" in c)
     work = _workdir(tmp_path, media)
     monkeypatch.chdir(work)
     exec(compile(code.replace("127.0.0.1:8001", triton.grpc_url), "README.md", "exec"), {})
@@ -281,3 +282,27 @@ def test_perf_service_example(triton, tmp_path):
     report = json.loads((tmp_path / "perf" / "results" / "service_load.json").read_text())
     assert report["jobs_submitted"] == 8 and report["final_states"] == {"succeeded": 8}
     assert report["lost"] == report["duplicated"] == 0 and report["submit_ms_p99"] > 0
+
+
+def test_webhook_verification_example():
+    from lipsync_triton.service.webhooks import sign
+
+    code = next(c for c, _ in _blocks("python") if "X-Lipsync-Signature" in c)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    verify, body = namespace["verify"], b'{"event": "job.finished"}'
+    assert verify("secret", sign("secret", body), body)
+    assert not verify("secret", sign("secret", body), body + b"x")
+    assert not verify("other", sign("secret", body), body)
+    assert not verify("secret", sign("secret", body, timestamp=int(time.time()) - 3600), body)
+
+
+def test_make_sbom_lists_the_environment(tmp_path):
+    argv = shlex.split(_command("make sbom")) + [f"OUT={tmp_path}"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sbom = json.loads((tmp_path / "sbom-environment.cdx.json").read_text())
+    assert sbom["bomFormat"] == "CycloneDX"
+    versions = {c["name"].lower(): c.get("version") for c in sbom["components"]}
+    for package in ("tritonclient", "openvino", "fastapi", "numpy"):
+        assert versions.get(package), package

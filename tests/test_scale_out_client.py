@@ -72,3 +72,39 @@ def test_dns_names_resolve_to_every_address():
     assert resolve("10.0.0.7:8001") == ["10.0.0.7:8001"]
     with pytest.raises(ValueError):
         resolve("dns://no-port")
+
+
+def test_a_server_down_long_enough_for_grpc_backoff_to_grow_is_used_again_within_the_clients_backoff(exported_repo, tmp_path):
+    """gRPC's own reconnect back-off (up to 120 s) grows while a server is down; channels of one process
+    used to share that subchannel, so a server restarted on the same address was refused ("Connection
+    refused") by every new client until the back-off expired. A fresh pool must reach it at once, and
+    an old pool within the client's own back-off (endpoints.BACKOFF_MAX_S), not gRPC's."""
+    import time
+
+    from lipsync_triton.client.endpoints import BACKOFF_MAX_S
+    from tritonclient.utils import InferenceServerException
+
+    server = TritonServer(exported_repo, ports=Ports.free(), log_path=tmp_path / "a.log").start()
+    old = TritonPool(server.grpc_url)
+    assert old.statistics(WAV2LIP_MODEL)["inference_count"] >= 0
+    client = old._client(server.grpc_url)
+    server.kill()
+    # 12 s of failed connects: gRPC's back-off (1 s x 1.6 per attempt) passes 10 s, past the client's first steps.
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:
+        with pytest.raises(InferenceServerException):
+            client.is_server_live(client_timeout=2)
+        time.sleep(0.2)
+    restarted = TritonServer(exported_repo, ports=server.ports, log_path=tmp_path / "a-restarted.log").start()
+    try:
+        assert TritonPool(restarted.grpc_url).statistics(WAV2LIP_MODEL)["inference_count"] >= 0  # a new pool: at once
+        deadline = time.monotonic() + BACKOFF_MAX_S
+        while True:  # the old pool's channel: its reconnect back-off is capped at the client's start back-off
+            try:
+                assert client.is_server_live(client_timeout=2)
+                break
+            except InferenceServerException:
+                assert time.monotonic() < deadline, "the old channel did not reconnect within the client's back-off"
+                time.sleep(0.2)
+    finally:
+        restarted.stop()

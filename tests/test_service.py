@@ -19,7 +19,7 @@ import pytest
 
 from lipsync_triton.preprocessing.media_probe import probe_media
 from conftest import tone
-from service_harness import Service, submit, wait_for, wait_for_batch, wait_running
+from service_harness import Service, submit, ui_sign_in, wait_for, wait_for_batch, wait_running
 
 
 
@@ -27,7 +27,7 @@ from service_harness import Service, submit, wait_for, wait_for_batch, wait_runn
 @pytest.fixture(scope="module")
 def service(triton, tmp_path_factory):
     data = tmp_path_factory.mktemp("service") / "data"
-    with Service(data, triton.grpc_url, extra_env={"LIPSYNC_MAX_UPLOAD_MB": "5"}) as svc:
+    with Service(data, triton.grpc_url, extra_env={"LIPSYNC_MAX_UPLOAD_MB": "5", "LIPSYNC_OPS_KEY": "ops-key"}) as svc:
         yield svc
 
 
@@ -56,11 +56,15 @@ def test_a_job_runs_and_its_result_streams_with_range_requests(service, media):
         assert thumb.status_code == 200 and thumb.content[:3] == b"\xff\xd8\xff"  # JPEG
         listed = api.get("/v1/jobs", params={"limit": 5}).json()
         assert listed["jobs"][0]["id"] == job_id
-        metrics = httpx.get(f"{service.base}/metrics").text
+        ops = {"Authorization": "Bearer ops-key"}
+        metrics = httpx.get(f"{service.base}/metrics", headers=ops).text
         assert 'lipsync_jobs{status="succeeded",tenant="acme"}' in metrics and "lipsync_queue_depth" in metrics
         assert 'lipsync_job_run_seconds_count{tenant="acme"}' in metrics
-    ready = httpx.get(f"{service.base}/readyz").json()
+        public = httpx.get(f"{service.base}/metrics").text  # a scraper without the key: totals, no tenant names
+        assert 'lipsync_jobs{status="succeeded"}' in public and "acme" not in public
+    ready = httpx.get(f"{service.base}/readyz", headers=ops).json()
     assert ready["ready"] is True and set(ready["checks"]) == {"triton", "storage", "queue", "database"}
+    assert ready["checks"]["triton"]["detail"] == "ready"
 
 
 def test_logs_are_json_lines_with_job_and_tenant(service):
@@ -250,7 +254,7 @@ def test_while_triton_is_down_readyz_fails_and_the_ui_says_model_initialising(tm
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS, headless=True)
             try:
                 page = browser.new_page()
-                page.goto(f"{svc.base}/ui/")
+                ui_sign_in(page, svc.base)
                 page.wait_for_function("document.querySelector('#model-status')?.innerText.includes('Model initialising')",
                                        timeout=60000)
             finally:
@@ -298,9 +302,7 @@ def test_a_batch_of_face_audio_pairs(service, media, tmp_path):
     assert view["jobs"][1]["frames"] < view["jobs"][0]["frames"]  # each item follows its own audio
 
 
-def test_webhooks_are_signed_and_only_go_to_allowed_hosts(triton, media, tmp_path):
-    import hashlib
-    import hmac
+def test_webhooks_are_signed_per_tenant_and_only_go_to_allowed_urls(triton, media, tmp_path):
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
     received: list[tuple[dict, bytes]] = []
@@ -317,9 +319,12 @@ def test_webhooks_are_signed_and_only_go_to_allowed_hosts(triton, media, tmp_pat
 
     hook = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
-    env = {"LIPSYNC_WEBHOOK_HOSTS": "127.0.0.1", "LIPSYNC_WEBHOOK_SECRET": "s3cret"}
+    env = {"LIPSYNC_WEBHOOK_ALLOW": f"http://127.0.0.1:{hook.server_port}/hook", "LIPSYNC_WEBHOOK_SECRET": "s3cret"}
     try:
         with Service(tmp_path / "data", triton.grpc_url, extra_env=env) as svc, svc.client() as api:
+            secret = api.get("/v1/webhook-secret").json()["secret"]
+            with svc.client("key-globex") as other:
+                assert other.get("/v1/webhook-secret").json()["secret"] != secret
             with open(media["clip"], "rb") as f, open(media["speech"], "rb") as a:
                 refused = api.post("/v1/jobs", files={"face": ("p.mp4", f), "audio": ("s.wav", a)},
                                    data={"webhook_url": "http://example.com/hook"})
@@ -333,8 +338,12 @@ def test_webhooks_are_signed_and_only_go_to_allowed_hosts(triton, media, tmp_pat
         hook.shutdown()
     headers, body = received[0]
     assert json.loads(body)["job"]["id"] == job_id
-    expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-    assert headers["X-Lipsync-Signature"] == expected
+    from lipsync_triton.service.webhooks import verify_signature
+
+    signature = headers["X-Lipsync-Signature"]
+    assert verify_signature(secret, signature, body)
+    assert not verify_signature(secret, signature, body + b" ")  # tampered
+    assert not verify_signature(secret, signature, body, now=time.time() + 3600)  # replayed an hour later
 
 
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -348,9 +357,8 @@ def test_the_web_ui_runs_a_job_and_shows_its_video_in_chromium(service, media):
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS, headless=True)
         try:
             page = browser.new_page()
-            page.goto(f"{service.base}/ui/")
+            ui_sign_in(page, service.base)
             page.wait_for_function("document.querySelector('#model-status')?.innerText.includes('Ready')", timeout=60000)
-            page.locator("#api-key input").fill("key-acme")
             page.locator("#face-file input[type=file]").set_input_files(str(media["clip"]))
             page.locator("#audio-file input[type=file]").set_input_files(str(media["speech"]))
             page.locator("#submit").click()
