@@ -7,6 +7,7 @@ grow with video length.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,50 +20,18 @@ from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.memory import pin_large_allocations_to_mmap
 from lipsync_triton.preprocessing.audio import load_mel
-from lipsync_triton.preprocessing.media_input import MediaLimits
 from lipsync_triton.preprocessing.mel import MEL_WINDOW, mel_window_starts
 from lipsync_triton.preprocessing.crops import crop_face_i420, paste_face_i420
 from lipsync_triton.preprocessing.faces import FaceSelector
 from lipsync_triton.preprocessing.video import FrameSource, FrameTransform
 from .face_tracking import FixedBoxes, TrackingSpec, TrackResult, track_faces
 from .in_flight import InFlight, JobCancel
-from .mp4_writer import DEFAULT_X264_PARAMS, Mp4Writer
+from .mp4_writer import Mp4Writer
+from .options import GenerateOptions, validate
 from .presenter_cache import PresenterCache
 from .progress import ProgressCallback
 from .stage_timer import StageTimer
 from .triton_client import DETECTOR_MODEL, WAV2LIP_MODEL, Cancelled, TritonPool
-
-
-@dataclass
-class GenerateOptions:
-    """The reference inference.py options (same meanings) plus the service's own."""
-
-    pads: tuple[int, int, int, int] = (0, 10, 0, 0)  # top, bottom, left, right
-    resize_factor: int = 1
-    crop: tuple[int, int, int, int] = (0, -1, 0, -1)  # top, bottom, left, right; -1 = frame edge
-    box: tuple[int, int, int, int] | None = None  # top, bottom, left, right: fixed box, skips detection
-    rotate: bool = False
-    nosmooth: bool = False
-    static: bool = False
-    fps: float = 25.0  # for still images
-    face_det_batch_size: int = 8
-    detect_every: int = 2  # detect every k-th frame, interpolate between (1 = every frame, as the reference)
-    # ... but first every n-th (rounded down to a multiple of detect_every), the frames between only
-    # where the face moved (0 = off)
-    keyframe_every: int = 8
-    wav2lip_batch_size: int = 16
-    face_select: str = "largest"
-    blend: bool = True  # soft paste over the lower face; False = the reference's hard box paste
-    use_cache: bool = True
-    cache_dir: Path | None = None
-    cache_whole_video: bool = False  # detect every presenter frame (not only those the audio uses) for later speeches
-    in_flight: int = 4
-    retry_seconds: float = 120.0  # how long transient server errors are retried before the job fails
-    request_timeout: float = 120.0  # one request's deadline (then it counts as a transient error)
-    crf: int = 18
-    preset: str = "veryfast"
-    x264_params: str = DEFAULT_X264_PARAMS
-    limits: MediaLimits = field(default_factory=MediaLimits.from_env)  # what the input files may declare
 
 
 @dataclass
@@ -82,21 +51,6 @@ class GenerateResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _validate(opts: GenerateOptions) -> None:
-    if opts.resize_factor < 1:
-        raise LipsyncError(f"--resize-factor must be >= 1, got {opts.resize_factor}")
-    if opts.wav2lip_batch_size < 1 or opts.face_det_batch_size < 1:
-        raise LipsyncError("batch sizes must be >= 1")
-    if opts.fps <= 0:
-        raise LipsyncError(f"--fps must be positive, got {opts.fps}")
-    if opts.detect_every < 1:
-        raise LipsyncError(f"--detect-every must be >= 1, got {opts.detect_every}")
-    if opts.keyframe_every < 0:
-        raise LipsyncError(f"--keyframe-every must be >= 0 (0 = off), got {opts.keyframe_every}")
-    if opts.in_flight < 1:
-        raise LipsyncError("--in-flight must be >= 1")
 
 
 def _fixed_box(opts: GenerateOptions, source: FrameSource) -> np.ndarray:
@@ -132,7 +86,7 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
     never sets it (an internal failure stops only this job's own requests).
     """
     opts = options or GenerateOptions()
-    _validate(opts)
+    validate(opts)
     pin_large_allocations_to_mmap()
     started = time.monotonic()
     timer = StageTimer()
@@ -187,7 +141,7 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
                 wav_requests += 1
                 for frame, box, face_out in zip(frames, frame_boxes, out["face_out"]):
                     with timer.stage("paste"):
-                        paste_face_i420(frame, box, face_out, blend=opts.blend)
+                        paste_face_i420(frame, box, face_out, blend=not opts.hard_paste)
                     with timer.stage("encode"):
                         writer.write(frame)
                 done += len(frames)
@@ -233,7 +187,7 @@ class LipSyncClient:
     def generate(self, face: str | Path, audio: str | Path, outfile: str | Path, *,
                  progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
                  detect_progress: ProgressCallback | None = None, **options) -> GenerateResult:
-        unknown = set(options) - set(GenerateOptions.__dataclass_fields__)
+        unknown = set(options) - {f.name for f in dataclasses.fields(GenerateOptions)}
         if unknown:
             raise LipsyncError(f"unknown option(s) {', '.join(sorted(unknown))}; see GenerateOptions")
         if self.cache_dir is not None:

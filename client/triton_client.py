@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from lipsync_triton import log
-from lipsync_triton.errors import LipsyncError
+from lipsync_triton.errors import Cancelled, LipsyncError, ServerUnavailable  # noqa: F401 (re-exported)
 from .endpoints import BACKOFF_START_S, Endpoints
 from .in_flight import POLL_SECONDS, JobCancel
 
@@ -27,19 +27,6 @@ RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
 LIVENESS_TIMEOUT_S = 15.0  # a saturated 2-core server can take seconds to answer; a closed port fails at once
 MODEL_SHA256_PARAMETER = "model_sha256"  # written by `lipsync export` into every config.pbtxt
 _NUMPY_TO_TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.uint8): "UINT8"}
-
-
-class ServerUnavailable(LipsyncError):
-    """No Triton server could serve the job (down, restarting, models not loaded) within the retry
-    budget: a transient failure that a job service retries later, unlike bad input."""
-
-    exit_code = 3
-
-
-class Cancelled(LipsyncError):
-    """The caller cancelled the job (its cancel event was set)."""
-
-    exit_code = 130
 
 
 @dataclass
@@ -104,8 +91,6 @@ class TritonPool:
         # A bare Event (a caller's) is wrapped so that this pool never sets it.
         self.cancel = cancel if isinstance(cancel, JobCancel) else JobCancel(cancel)
         self._local = threading.local()
-        self.requests_sent = 0
-        self._lock = threading.Lock()
 
     @property
     def urls(self) -> list[str]:
@@ -209,8 +194,6 @@ class TritonPool:
                     raise ServerUnavailable(f"inference on {model} {last_error}") from None
                 continue
             self.endpoints.ok(url)
-            with self._lock:
-                self.requests_sent += 1
             return {o: result.as_numpy(o) for o in outputs}
 
     def _infer_once(self, url: str, model: str, tensors: list, requested: list):

@@ -5,6 +5,7 @@ import argparse
 import signal
 import sys
 import threading
+import typing
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -68,6 +69,31 @@ def _run_serve(args) -> int:
     return serve_foreground(args.model_repository, Ports(args.grpc_port, args.http_port, args.metrics_port))
 
 
+def add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per declared option (client/options.py): its name with dashes, default, help and bounds."""
+    from lipsync_triton.client.options import QUAD_PARTS, Quad, declared
+
+    for d in declared():
+        flag = d.spec.flag or "--" + d.name.replace("_", "-")
+        bounds = ", ".join(f"{w} {v:g}" for w, v in ((">=", d.spec.ge), (">", d.spec.gt), ("<=", d.spec.le)) if v is not None)
+        kwargs = {"dest": d.name, "help": d.spec.help + (f" ({bounds})" if bounds else "")}
+        if d.type is bool:
+            kwargs["action"] = "store_false" if d.default else "store_true"
+        elif d.type in (Quad, Quad | None):
+            kwargs.update(type=int, nargs=4, metavar=QUAD_PARTS, default=d.default)
+        else:
+            base = next((t for t in typing.get_args(d.type) if t is not type(None)), d.type)
+            kwargs.update(type=base, default=d.default, metavar=d.spec.metavar)
+        parser.add_argument(flag, **kwargs)
+
+
+def options_from_args(args: argparse.Namespace) -> dict:
+    """GenerateOptions keyword arguments from the flags `add_option_flags` added."""
+    from lipsync_triton.client.options import declared
+
+    return {d.name: tuple(v) if isinstance(v := getattr(args, d.name), list) else v for d in declared()}
+
+
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="lip-sync a presenter video or photo to a speech track through Triton")
     p.add_argument("--face", type=Path, required=True, help="presenter video or photo")
@@ -75,29 +101,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--outfile", type=Path, default=Path("results/result_voice.mp4"))
     p.add_argument("--url", action="append", dest="urls", metavar="HOST:PORT",
                    help="Triton gRPC endpoint (repeat for several servers; default 127.0.0.1:8001)")
-    p.add_argument("--pads", type=int, nargs=4, default=[0, 10, 0, 0], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
-    p.add_argument("--resize-factor", type=int, default=1, help="divide the frame resolution by this factor")
-    p.add_argument("--crop", type=int, nargs=4, default=[0, -1, 0, -1], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
-                   help="crop the frames first; -1 = frame edge")
-    p.add_argument("--box", type=int, nargs=4, default=[-1, -1, -1, -1], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
-                   help="fixed face box; skips detection")
-    p.add_argument("--rotate", action="store_true", help="rotate frames 90 degrees clockwise")
-    p.add_argument("--nosmooth", action="store_true", help="do not smooth face boxes over time")
-    p.add_argument("--static", action="store_true", help="use only the first video frame")
-    p.add_argument("--fps", type=float, default=25.0, help="output fps for a still image")
-    p.add_argument("--face-det-batch-size", type=int, default=8)
-    p.add_argument("--detect-every", type=int, default=2, metavar="K",
-                   help="detect faces on every K-th frame and interpolate between (1 = every frame, as the reference)")
-    p.add_argument("--keyframe-every", type=int, default=8, metavar="N",
-                   help="detect every N-th frame first and the K-th frames between only where the face moved (0 = off)")
-    p.add_argument("--wav2lip-batch-size", type=int, default=16)
-    p.add_argument("--face-select", default="largest", help="'largest', 'index:N' (0 = leftmost) or 'point:X,Y'")
-    p.add_argument("--hard-paste", action="store_true", help="paste the whole box as the reference does (no blending)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the presenter cache")
-    p.add_argument("--cache-dir", type=Path, help="presenter cache folder (default ~/.cache/lipsync-triton/presenters)")
-    p.add_argument("--cache-whole-video", action="store_true",
-                   help="detect faces on every presenter frame, not only those this speech uses, so any later speech hits the cache")
-    p.add_argument("--in-flight", type=int, default=4, help="requests in flight per model")
+    add_option_flags(p)
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout (logs off)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no logs")
 
@@ -133,20 +137,14 @@ def _run_generate(args) -> int:
     import json
 
     from lipsync_triton import log
-    from lipsync_triton.client.generate import GenerateOptions, generate
+    from lipsync_triton.client.generate import generate
+    from lipsync_triton.client.options import GenerateOptions
     from lipsync_triton.client.progress import ProgressBar
     from lipsync_triton.client.triton_client import Cancelled
 
     if args.json or args.quiet:
         log.set_quiet(True)
-    opts = GenerateOptions(
-        pads=tuple(args.pads), resize_factor=args.resize_factor, crop=tuple(args.crop),
-        box=None if args.box[0] == -1 else tuple(args.box), rotate=args.rotate, nosmooth=args.nosmooth,
-        static=args.static, fps=args.fps, face_det_batch_size=args.face_det_batch_size, detect_every=args.detect_every,
-        keyframe_every=args.keyframe_every, wav2lip_batch_size=args.wav2lip_batch_size, face_select=args.face_select,
-        blend=not args.hard_paste,
-        use_cache=not args.no_cache, cache_dir=args.cache_dir, cache_whole_video=args.cache_whole_video, in_flight=args.in_flight,
-    )
+    opts = GenerateOptions(**options_from_args(args))
     progress = None if args.quiet else ProgressBar(0, label="lip-sync")
     detect_progress = None if args.quiet else ProgressBar(0, label="detect faces")
     with signals_cancel() as (cancel, received):

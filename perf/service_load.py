@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-FINAL = ("succeeded", "failed", "cancelled", "expired")
+from lipsync_triton.service.db import FINAL
 
 
 @dataclass

@@ -65,8 +65,7 @@ def _bounded(chunks: Iterator[np.ndarray], path: str | Path, limits: MediaLimits
         yield chunk
 
 
-def _ffmpeg_chunks(path: str | Path, chunk_seconds: float, info: MediaInfo | None) -> Iterator[np.ndarray]:
-    info = info or _checked_audio(path)
+def _ffmpeg_chunks(path: str | Path, chunk_seconds: float, info: MediaInfo) -> Iterator[np.ndarray]:
     channels = max(1, info.audio_channels)
     args = [*input_args(path), "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(SAMPLE_RATE),
             "-af", "aresample=resampler=soxr", "-f", "f32le", "-"]

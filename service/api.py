@@ -4,6 +4,7 @@ Every endpoint is a plain `def` (FastAPI runs it in its thread pool: database, s
 calls block). Every lookup is scoped to the caller's tenant; another tenant's id answers 404."""
 
 import hmac
+import inspect
 import shutil
 import tempfile
 import zipfile
@@ -18,13 +19,16 @@ from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
 from lipsync_triton import log
+from lipsync_triton.client.options import job_options
 from lipsync_triton.errors import LipsyncError
+from . import storage_keys as keys
 from .body_limit import BodyLimit
-from .db import Job, session_scope
-from .job_options import OPTION_NAMES, JobOptions
+from .db import FINAL, Job, JobStatus, session_scope
+from .job_options import JobOptions
 from .jobs import (InputError, admit, batch_jobs, check_capacity, display_name, failed_job, safe_name, job_view, new_batch, new_job,
                    request_cancel, tenant_batch, tenant_job)
 from .metrics import registry_for
+from .queue import JobQueue
 from .readiness import check_all
 from .settings import Settings, get_settings
 from .storage import Storage
@@ -36,12 +40,24 @@ SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "SAM
                     "Referrer-Policy": "no-referrer", "Cross-Origin-Opener-Policy": "same-origin"}
 
 
-def create_app(settings: Settings | None = None, api_base: str | None = None) -> FastAPI:
+def with_option_fields(endpoint):
+    """One optional form field per job option (client/options.py), added to the endpoint's signature:
+    FastAPI reads the fields (and documents them) from it, and passes them as keyword arguments."""
+    signature = inspect.signature(endpoint)
+    params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    params += [inspect.Parameter(d.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                 annotation=Annotated[str | None, Form(description=d.spec.help)]) for d in job_options()]
+    endpoint.__signature__ = signature.replace(parameters=params)
+    return endpoint
+
+
+def create_app(settings: Settings | None = None, api_base: str | None = None, queue: JobQueue | None = None) -> FastAPI:
     """The app; `api_base` (how the server reaches itself, e.g. http://127.0.0.1:7860) mounts the web UI."""
     settings = settings or get_settings()
+    queue = queue or JobQueue(settings)
     tenants = Tenants(settings)
     storage = Storage(settings.storage, settings.s3_endpoint_url)
-    registries = {by_tenant: registry_for(settings, by_tenant) for by_tenant in (False, True)}
+    registries = {by_tenant: registry_for(settings, queue, by_tenant) for by_tenant in (False, True)}
     app = FastAPI(title="lipsync-triton job service", version="1",
                   description="Lip-sync presenter videos through NVIDIA Triton: jobs, batches, results.")
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_upload_mb * 2**20))
@@ -109,8 +125,9 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
     def fetch_url(url: str, who: str, target: Path) -> Path:
         """An input given as a storage URL: only a plain file under the tenant's own prefix of the
         service's storage (no `..`, no symbolic link anywhere under the prefix)."""
-        prefix = f"{settings.storage.rstrip('/')}/tenants/{who}/"
-        refused = InputError(f"inputs by URL must be files under your tenant's prefix tenants/{who}/ of the service's storage", 403)
+        prefix = f"{settings.storage.rstrip('/')}/{keys.tenant_files(who)}"
+        refused = InputError(f"inputs by URL must be files under your tenant's prefix {keys.tenant_files(who)} of the service's storage",
+                             403)
         if not url.startswith(prefix) or ".." in url[len(prefix):].split("/"):
             raise refused
         if storage.local and not storage.plain_file_under(url, prefix):
@@ -122,26 +139,19 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
         return target
 
     def enqueue(jobs: list[Job]) -> None:
-        from .queue import enqueue_job
-
         for job in jobs:
-            if job.status == "queued":
-                enqueue_job(job.id)
+            if job.status == JobStatus.QUEUED:
+                queue.enqueue_job(job.id)
             log.event("job_submitted", job=job.id, tenant=job.tenant, status=job.status, batch=job.batch_id)
 
     @app.post("/v1/jobs", status_code=202, summary="Submit one job: presenter video/photo + speech")
+    @with_option_fields
     def submit_job(who: Tenant, db: DB, work: Work,
                    face: Annotated[UploadFile | None, File(description="presenter video or photo")] = None,
                    audio: Annotated[UploadFile | None, File(description="speech (any audio or video file)")] = None,
                    face_url: Annotated[str | None, Form()] = None, audio_url: Annotated[str | None, Form()] = None,
-                   webhook_url: Annotated[str | None, Form()] = None, pads: Annotated[str | None, Form()] = None,
-                   resize_factor: Annotated[str | None, Form()] = None, crop: Annotated[str | None, Form()] = None,
-                   box: Annotated[str | None, Form()] = None, rotate: Annotated[str | None, Form()] = None,
-                   nosmooth: Annotated[str | None, Form()] = None, static: Annotated[str | None, Form()] = None,
-                   fps: Annotated[str | None, Form()] = None, face_select: Annotated[str | None, Form()] = None,
-                   hard_paste: Annotated[str | None, Form()] = None, detect_every: Annotated[str | None, Form()] = None,
-                   keyframe_every: Annotated[str | None, Form()] = None):
-        options = JobOptions.parse({k: v for k, v in locals().items() if k in OPTION_NAMES})
+                   webhook_url: Annotated[str | None, Form()] = None, **option_fields: str | None):
+        options = JobOptions.parse(option_fields)
         hook = check_webhook(webhook_url, settings)
         face_path = save(face, work / "face") if face else fetch_url(face_url, who, work / "face") if face_url else None
         audio_path = save(audio, work / "audio") if audio else fetch_url(audio_url, who, work / "audio") if audio_url else None
@@ -171,9 +181,9 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
         return job_view(tenant_job(db, who, job_id))
 
     def served_file(key: str | None, job: Job, media_type: str, filename: str) -> FileResponse:
-        if job.status == "expired":
+        if job.status == JobStatus.EXPIRED:
             raise InputError("the job's files were deleted by the retention policy", 410)
-        if job.status != "succeeded" or not key:
+        if job.status != JobStatus.SUCCEEDED or not key:
             raise InputError(f"job {job.id} has no result yet (status {job.status})", 409)
         path = storage.local_path(key)
         if path is None:  # object storage: a local copy, fetched once, served with range support
@@ -209,7 +219,7 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
     @app.delete("/v1/jobs/{job_id}", status_code=204, summary="Delete a job and its files")
     def delete_job(job_id: str, who: Tenant, db: DB):
         job = tenant_job(db, who, job_id)
-        for key in (job.result_key, job.thumbnail_key, f"inputs/{job.tenant}/{job.id}"):
+        for key in (job.result_key, job.thumbnail_key, keys.job_inputs(job.tenant, job.id)):
             if key:
                 storage.delete(key)
         db.delete(job)
@@ -274,14 +284,14 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
         counts: dict[str, int] = {}
         for job in jobs:
             counts[job.status] = counts.get(job.status, 0) + 1
-        done = all(j.status in ("succeeded", "failed", "cancelled", "expired") for j in jobs)
+        done = all(j.status in FINAL for j in jobs)
         return {"id": batch.id, "created_at": batch.created_at.isoformat() + "Z", "done": done, "counts": counts,
                 "jobs": [job_view(j) for j in jobs], "links": {"archive": f"/v1/batches/{batch.id}/archive"}}
 
     @app.get("/v1/batches/{batch_id}/archive", summary="ZIP of the batch's finished results", response_class=FileResponse)
     def get_batch_archive(batch_id: str, who: Tenant, db: DB):
         batch = tenant_batch(db, who, batch_id)
-        finished = [j for j in batch_jobs(db, batch.id) if j.status == "succeeded" and j.result_key]
+        finished = [j for j in batch_jobs(db, batch.id) if j.status == JobStatus.SUCCEEDED and j.result_key]
         if not finished:
             raise InputError(f"batch {batch.id} has no finished result yet", 409)
         base = settings.data_dir / "tmp"
@@ -308,7 +318,7 @@ def create_app(settings: Settings | None = None, api_base: str | None = None) ->
     @app.get("/readyz", summary="Triton models ready, storage, queue and database reachable "
              "(each check's detail with the operators' key)")
     def readyz(authorization: Annotated[str | None, Header()] = None):
-        checks = check_all(settings)
+        checks = check_all(settings, queue)
         ready = all(ok for ok, _ in checks.values())
         detailed = is_operator(authorization)
         return JSONResponse({"ready": ready, "checks": {k: {"ok": ok, **({"detail": d} if detailed else {})}

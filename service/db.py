@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from enum import StrEnum
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -13,8 +14,20 @@ from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, Stri
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-ACTIVE = ("queued", "running")
-FINAL = ("succeeded", "failed", "cancelled", "expired")
+class JobStatus(StrEnum):
+    """A job's state (stored and shown as its value). queued -> running -> succeeded | failed |
+    cancelled; any finished job -> expired once retention deleted its files."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+FINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
 
 
 def utcnow() -> dt.datetime:
@@ -45,7 +58,7 @@ class Job(Base):
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), index=True, nullable=True)
     item: Mapped[int | None] = mapped_column(Integer, nullable=True)  # position in its batch
     name: Mapped[str] = mapped_column(String(200), default="")  # the presenter's display name (sanitised)
-    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    status: Mapped[str] = mapped_column(String(16), index=True, default=JobStatus.QUEUED)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     options: Mapped[dict] = mapped_column(JSON, default=dict)

@@ -1,46 +1,32 @@
-"""The generate options a job may set, by the CLI's names, validated (strings from forms, CSV
-manifests and JSON alike), and turned into the client's GenerateOptions."""
+"""The options a job may set through the service, as a pydantic model derived from the one
+declaration (client/options.py: fields marked `job=True`, with their defaults and bounds). Values
+come as strings from forms and CSV manifests or as JSON; quads may be "0 10 0 0" or "0,10,0,0"."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
+from lipsync_triton.client.options import Quad, job_options
 from lipsync_triton.errors import LipsyncError
 
-Quad = tuple[int, int, int, int]
 
-
-class JobOptions(BaseModel):
+class _JobOptionsBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    pads: Quad = (0, 10, 0, 0)
-    resize_factor: int = Field(1, ge=1, le=8)
-    crop: Quad = (0, -1, 0, -1)
-    box: Quad | None = None
-    rotate: bool = False
-    nosmooth: bool = False
-    static: bool = False
-    fps: float = Field(25.0, gt=0, le=120)
-    face_select: str = Field("largest", max_length=40)
-    hard_paste: bool = False
-    detect_every: int = Field(2, ge=1, le=10)
-    keyframe_every: int = Field(8, ge=0, le=64)
-
-    @field_validator("pads", "crop", "box", mode="before")
+    @field_validator("*", mode="before")
     @classmethod
-    def _quad(cls, value):
-        if isinstance(value, str):
+    def _quad_from_text(cls, value, info):
+        if isinstance(value, str) and cls.model_fields[info.field_name].annotation in (Quad, Quad | None):
             parts = value.replace(",", " ").split()
             return tuple(parts) if parts else None
         return value
 
     def generate_kwargs(self) -> dict:
-        data = self.model_dump()
-        data["blend"] = not data.pop("hard_paste")
-        return data
+        """Keyword arguments of GenerateOptions (the names are the same)."""
+        return self.model_dump()
 
     @classmethod
-    def parse(cls, fields: dict) -> "JobOptions":
-        """Options from untrusted fields; a clear one-line error naming the field."""
+    def parse(cls, fields: dict) -> "_JobOptionsBase":
+        """Options from untrusted fields; a clear one-line error naming the field (unknown names too)."""
         try:
             return cls(**{k: v for k, v in fields.items() if v not in (None, "")})
         except ValidationError as exc:
@@ -49,4 +35,10 @@ class JobOptions(BaseModel):
             raise LipsyncError(f"option {where}: {first.get('msg', 'invalid')}") from None
 
 
+JobOptions = create_model(
+    "JobOptions", __base__=_JobOptionsBase, __doc__="The generate options a job may set (client/options.py declares them).",
+    **{d.name: (d.type, Field(d.default, ge=d.spec.ge, gt=d.spec.gt, le=d.spec.le, max_length=d.spec.max_length,
+                              description=d.spec.help))
+       for d in job_options()},
+)
 OPTION_NAMES = tuple(JobOptions.model_fields)

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.preprocessing.media_input import MediaTooLong
 from lipsync_triton.preprocessing.media_probe import media_seconds, probe_media
-from .db import ACTIVE, Batch, Job, lock_tenant, new_id, utcnow
+from .db import ACTIVE, Batch, Job, JobStatus, lock_tenant, new_id, utcnow
+from . import storage_keys as keys
 from .job_options import JobOptions
 from .settings import Settings
 from .storage import Storage
@@ -93,7 +94,7 @@ def admit(session: Session, storage: Storage, settings: Settings, tenant: str, j
         session.rollback()
         for job in jobs:
             if job.face_key:
-                storage.delete(f"inputs/{tenant}/{job.id}")
+                storage.delete(keys.job_inputs(tenant, job.id))
         raise
     session.add_all(([batch] if batch is not None else []) + jobs)
     session.commit()
@@ -104,7 +105,7 @@ def new_job(session: Session, storage: Storage, settings: Settings, tenant: str,
             webhook_url: str | None = None, fail_softly: bool = False) -> Job:
     """A queued job (not yet added: see `admit`) with its inputs stored; with `fail_softly` (batch items) a bad input gives a
     failed job instead of an error, so one bad item never stops the rest."""
-    job = Job(id=new_id(), tenant=tenant, batch_id=batch_id, item=item, name=name, status="queued", progress=0.0,
+    job = Job(id=new_id(), tenant=tenant, batch_id=batch_id, item=item, name=name, status=JobStatus.QUEUED, progress=0.0,
               options=options.model_dump(mode="json"), webhook_url=webhook_url, attempts=0, cancel_requested=False,
               created_at=utcnow())
     try:
@@ -112,9 +113,9 @@ def new_job(session: Session, storage: Storage, settings: Settings, tenant: str,
     except InputError as exc:
         if not fail_softly:
             raise
-        job.status, job.error, job.finished_at = "failed", str(exc), utcnow()
+        job.status, job.error, job.finished_at = JobStatus.FAILED, str(exc), utcnow()
         return job
-    job.face_key, job.audio_key = f"inputs/{tenant}/{job.id}/face", f"inputs/{tenant}/{job.id}/audio"
+    job.face_key, job.audio_key = keys.job_face(tenant, job.id), keys.job_audio(tenant, job.id)
     storage.put_file(face, job.face_key)
     storage.put_file(audio, job.audio_key)
     return job
@@ -124,7 +125,7 @@ def failed_job(session: Session, tenant: str, options: JobOptions, name: str, er
                item: int | None = None) -> Job:
     """A batch item refused before it ran (bad archive member, bad option): recorded, never queued."""
     now = utcnow()
-    job = Job(id=new_id(), tenant=tenant, batch_id=batch_id, item=item, name=name, status="failed", progress=0.0,
+    job = Job(id=new_id(), tenant=tenant, batch_id=batch_id, item=item, name=name, status=JobStatus.FAILED, progress=0.0,
               error=error, options=options.model_dump(mode="json"), attempts=0, cancel_requested=False, created_at=now,
               finished_at=now)
     return job
@@ -168,14 +169,14 @@ def job_view(job: Job) -> dict:
             "name": job.name, "batch_id": job.batch_id, "item": job.item, "options": job.options, "attempts": job.attempts,
             "frames": job.frames, "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
             "finished_at": _iso(job.finished_at), "timings": timings, "links": {"self": base, "cancel": f"{base}/cancel"}}
-    if job.status == "succeeded":
+    if job.status == JobStatus.SUCCEEDED:
         view["links"] |= {"result": f"{base}/result", "thumbnail": f"{base}/thumbnail"}
     return view
 
 
 def request_cancel(session: Session, job: Job) -> None:
     """A queued job is cancelled at once; a running one within seconds (its worker polls the flag)."""
-    if job.status == "queued":
-        job.status, job.finished_at = "cancelled", utcnow()
-    elif job.status == "running":
+    if job.status == JobStatus.QUEUED:
+        job.status, job.finished_at = JobStatus.CANCELLED, utcnow()
+    elif job.status == JobStatus.RUNNING:
         job.cancel_requested = True

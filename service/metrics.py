@@ -4,13 +4,17 @@ durations, queue depth, frames/s of recent jobs."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
 from sqlalchemy import func, select
 
-from .db import Job, session_scope, utcnow
+from .db import Job, JobStatus, session_scope, utcnow
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .queue import JobQueue
 
 RECENT = dt.timedelta(minutes=10)
 
@@ -18,8 +22,8 @@ RECENT = dt.timedelta(minutes=10)
 class JobCollector:
     """`by_tenant`: series per tenant (tenant names are for operators: the public scrape has totals)."""
 
-    def __init__(self, settings: Settings, by_tenant: bool):
-        self.settings = settings
+    def __init__(self, settings: Settings, queue: "JobQueue", by_tenant: bool):
+        self.settings, self.queue = settings, queue
         self.by_tenant = by_tenant
 
     def collect(self):
@@ -36,23 +40,21 @@ class JobCollector:
             # Aggregated in SQL from durations stored at success: no job rows are loaded per scrape.
             for *labels, count, run_s, queue_s in s.execute(
                     select(*group, func.count(), func.sum(Job.run_s), func.sum(Job.queue_s))
-                    .where(Job.status == "succeeded", Job.run_s.is_not(None)).group_by(*group)):
+                    .where(Job.status == JobStatus.SUCCEEDED, Job.run_s.is_not(None)).group_by(*group)):
                 if count:
                     run.add_metric(labels, count, run_s or 0.0)
                     wait.add_metric(labels, count, queue_s or 0.0)
             frames, seconds = s.execute(select(func.sum(Job.frames), func.sum(Job.run_s))
-                                        .where(Job.status == "succeeded", Job.finished_at >= utcnow() - RECENT)).one()
+                                        .where(Job.status == JobStatus.SUCCEEDED, Job.finished_at >= utcnow() - RECENT)).one()
         try:
-            from .queue import queue_depth
-
-            depth.add_metric([], queue_depth())
+            depth.add_metric([], self.queue.depth())
         except Exception:
             pass
         fps.add_metric([], (frames or 0) / seconds if seconds else 0.0)
         yield from (by_state, run, wait, depth, fps)
 
 
-def registry_for(settings: Settings, by_tenant: bool = False) -> CollectorRegistry:
+def registry_for(settings: Settings, queue: "JobQueue", by_tenant: bool = False) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(JobCollector(settings, by_tenant))
+    registry.register(JobCollector(settings, queue, by_tenant))
     return registry

@@ -18,19 +18,22 @@ from pathlib import Path
 
 from lipsync_triton import log
 from lipsync_triton.process_guard import guarded_server
-from .settings import get_settings
+from .queue import JobQueue
+from .readiness import triton_ready
+from .retention import requeue_stale
+from .settings import Settings, get_settings
 from .slow_clients import slow_client_protocol
 from .tenants import Tenants, is_loopback
 
 MODEL_WAIT_LOG_S = 10.0
 
 
-def _apply_overrides(triton_urls: list[str] | None) -> None:
-    if triton_urls:
-        os.environ["LIPSYNC_TRITON_URLS"] = ",".join(triton_urls)
-    os.environ.setdefault("LIPSYNC_LOG_FORMAT", "json")
-    log.set_format(os.environ["LIPSYNC_LOG_FORMAT"])
-    get_settings.cache_clear()
+def _service_settings(triton_urls: list[str] | None) -> Settings:
+    """The settings of this process: the environment's, with the command line's Triton URLs (the
+    service logs JSON lines unless LIPSYNC_LOG_FORMAT says otherwise)."""
+    log.set_format(os.environ.get("LIPSYNC_LOG_FORMAT", "json"))
+    settings = get_settings()
+    return settings.model_copy(update={"triton_urls": ",".join(triton_urls)}) if triton_urls else settings
 
 
 def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_repository: Path | None = None,
@@ -47,18 +50,20 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
         _export_if_missing(model_repository)
         server = TritonServer(model_repository, log_path=None, address=triton_address).start(wait=False)  # UI: "model initialising"
         triton_urls = [server.grpc_url]
-    _apply_overrides(triton_urls)
-    settings = get_settings()
+    settings = _service_settings(triton_urls)
     Tenants(settings).check_startup(host, settings.local_only)
     migrate(settings.database)
     count = settings.worker_processes if worker_processes is None else worker_processes
-    workers = [subprocess.Popen(guarded_server([sys.executable, "-m", "lipsync_triton.cli", "worker"]), process_group=0)
-               for _ in range(count)]
+    # Workers read the same environment, told the Triton URLs this command was given.
+    worker_env = {**os.environ, "LIPSYNC_TRITON_URLS": settings.triton_urls,
+                  "LIPSYNC_LOG_FORMAT": os.environ.get("LIPSYNC_LOG_FORMAT", "json")}
+    workers = [subprocess.Popen(guarded_server([sys.executable, "-m", "lipsync_triton.cli", "worker"]), env=worker_env,
+                                process_group=0) for _ in range(count)]
     log.event("api_starting", host=host, port=port, workers=count, triton=",".join(settings.triton),
               database=settings.database.split("://")[0], queue=settings.queue_url.split("://")[0] or "sqlite",
               storage=settings.storage.split("://")[0] if "://" in settings.storage else "local")
     loopback = host if is_loopback(host) else "127.0.0.1"
-    app = create_app(settings, api_base=f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else loopback}:{port}")
+    app = create_app(settings, queue=JobQueue(settings), api_base=f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else loopback}:{port}")
     try:
         _uvicorn_server()(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                          http=slow_client_protocol(settings.header_timeout_s, settings.body_timeout_s),
@@ -117,12 +122,10 @@ def _uvicorn_server():
     return Server
 
 
-def _wait_for_models(stop: threading.Event) -> None:
-    from .readiness import triton_ready
-
+def _wait_for_models(settings: Settings, stop: threading.Event) -> None:
     last_log = 0.0
     while not stop.is_set():
-        ok, detail = triton_ready(get_settings().triton)
+        ok, detail = triton_ready(settings.triton)
         if ok:
             return
         if time.monotonic() - last_log > MODEL_WAIT_LOG_S:
@@ -131,35 +134,32 @@ def _wait_for_models(stop: threading.Event) -> None:
         stop.wait(1.0)
 
 
-def _sweep_stale(stop: threading.Event) -> None:
-    from .retention import requeue_stale
-
-    settings = get_settings()
+def _sweep_stale(queue: JobQueue, stop: threading.Event) -> None:
+    settings = queue.settings
     while not stop.wait(max(0.5, settings.stale_job_s / 3)):
         try:
-            requeue_stale(settings)
+            requeue_stale(settings, queue)
         except Exception as exc:  # a database restart: try again next sweep
             log.event("stale_sweep_failed", error=str(exc).splitlines()[0][:200])
 
 
 def run_worker(threads: int | None = None) -> int:
     from .db import migrate
-    from .queue import huey
     from .runner import release_active_runs
 
-    _apply_overrides(None)
-    settings = get_settings()
+    settings = _service_settings(None)
+    queue = JobQueue(settings)
     migrate(settings.database)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    _wait_for_models(stop)
+    _wait_for_models(settings, stop)
     signal.signal(signal.SIGTERM, previous)
     if stop.is_set():
         return 0
-    sweeper = threading.Thread(target=_sweep_stale, args=(stop,), name="stale-sweep", daemon=True)
+    sweeper = threading.Thread(target=_sweep_stale, args=(queue, stop), name="stale-sweep", daemon=True)
     sweeper.start()
     log.event("worker_started", threads=threads or settings.workers, pid=os.getpid())
-    consumer = huey.create_consumer(workers=threads or settings.workers, worker_type="thread", periodic=True,
+    consumer = queue.huey.create_consumer(workers=threads or settings.workers, worker_type="thread", periodic=True,
                                     initial_delay=0.1, backoff=1.15, max_delay=1.0, check_worker_health=True)
     try:
         consumer.run()

@@ -1,48 +1,51 @@
 """The task queue: Huey, embedded (SQLite file in the data directory) or Redis (`LIPSYNC_QUEUE_URL=
-redis://...`), one API. Tasks: run a job (bounded retries on transient errors), deliver a webhook,
-and the hourly retention sweep."""
+redis://...`), as one object built from Settings and handed to what needs it (the API enqueues, a
+worker consumes, the runner re-queues). Nothing is read or built at import.
+
+Tasks: run a job (bounded retries on transient errors), deliver a webhook, the hourly retention sweep.
+Huey finds a task by its name, so every process that builds a JobQueue knows the same tasks.
+"""
 from __future__ import annotations
 
 from huey import RedisHuey, SqliteHuey, crontab
+from huey.api import Huey
 
-from .settings import get_settings
+from .retention import expire_old
+from .runner import run_job
+from .settings import Settings
+from .webhooks import deliver
 
-settings = get_settings()
 
-
-def _make_huey():
+def make_huey(settings: Settings) -> Huey:
     if settings.queue_url.startswith(("redis://", "rediss://", "unix://")):
         return RedisHuey(settings.queue_name, url=settings.queue_url)
     return SqliteHuey(settings.queue_name, filename=str((settings.data_dir / "queue.db").resolve()), timeout=30)
 
 
-huey = _make_huey()
+class JobQueue:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.huey = make_huey(settings)
+        self._run_job = self.huey.task(retries=settings.job_retries, retry_delay=settings.retry_delay_s, context=True,
+                                       name="run_job")(self._run_job_task)
+        self._deliver = self.huey.task(retries=5, retry_delay=10, name="deliver_webhook")(self._deliver_task)
+        self.huey.periodic_task(crontab(minute="17"), name="retention")(self._retention_task)
 
+    def enqueue_job(self, job_id: str) -> None:
+        self._run_job(job_id)
 
-@huey.task(retries=settings.job_retries, retry_delay=settings.retry_delay_s, context=True)
-def run_job_task(job_id: str, task=None) -> None:
-    from .runner import run_job
+    def deliver_webhook(self, job_id: str) -> None:
+        self._deliver(job_id)
 
-    run_job(job_id, last_attempt=task is None or task.retries == 0)
+    def depth(self) -> int:
+        """Tasks waiting (what an autoscaler of workers reads)."""
+        return int(self.huey.pending_count())
 
+    def _run_job_task(self, job_id: str, task=None) -> None:
+        run_job(job_id, self, last_attempt=task is None or task.retries == 0)
 
-@huey.task(retries=5, retry_delay=10)
-def deliver_webhook_task(job_id: str) -> None:
-    from .webhooks import deliver
+    def _deliver_task(self, job_id: str) -> None:
+        deliver(job_id, self.settings)
 
-    deliver(job_id)
-
-
-@huey.periodic_task(crontab(minute="17"))
-def retention_task() -> None:
-    from .retention import expire_old
-
-    expire_old(settings)
-
-
-def enqueue_job(job_id: str) -> None:
-    run_job_task(job_id)
-
-
-def queue_depth() -> int:
-    return int(huey.pending_count())
+    def _retention_task(self) -> None:
+        expire_old(self.settings)

@@ -1,12 +1,17 @@
 """What /readyz checks: Triton's models ready on at least one server, storage, queue and database reachable."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import text
 
 from lipsync_triton.client.triton_client import DETECTOR_MODEL, WAV2LIP_MODEL, TritonPool
 from lipsync_triton.errors import LipsyncError
 from .db import engine_for
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .queue import JobQueue
 from .storage import Storage
 
 
@@ -22,10 +27,10 @@ def triton_ready(urls: list[str]) -> tuple[bool, str]:
     return True, "ready"
 
 
-def check_all(settings: Settings) -> dict[str, tuple[bool, str]]:
+def check_all(settings: Settings, queue: "JobQueue") -> dict[str, tuple[bool, str]]:
     checks: dict[str, tuple[bool, str]] = {"triton": triton_ready(settings.triton)}
     for name, probe in (("storage", lambda: Storage(settings.storage, settings.s3_endpoint_url).ping()),
-                        ("queue", _queue_ping),
+                        ("queue", queue.depth),
                         ("database", lambda: _db_ping(settings.database))):
         try:
             probe()
@@ -33,12 +38,6 @@ def check_all(settings: Settings) -> dict[str, tuple[bool, str]]:
         except Exception as exc:
             checks[name] = (False, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
     return checks
-
-
-def _queue_ping() -> None:
-    from .queue import queue_depth
-
-    queue_depth()
 
 
 def _db_ping(url: str) -> None:

@@ -3,12 +3,17 @@ stale running jobs (their worker died) are re-queued."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 
 from lipsync_triton import log
-from .db import FINAL, Job, session_scope, utcnow
+from . import storage_keys as keys
+from .db import FINAL, Job, JobStatus, session_scope, utcnow
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .queue import JobQueue
 from .storage import Storage
 
 
@@ -19,33 +24,31 @@ def expire_old(settings: Settings, days: float | None = None) -> int:
     storage = Storage(settings.storage, settings.s3_endpoint_url)
     expired = 0
     with session_scope(settings.database) as s:
-        jobs = s.scalars(select(Job).where(Job.created_at <= cutoff, Job.status.in_([f for f in FINAL if f != "expired"])))
+        jobs = s.scalars(select(Job).where(Job.created_at <= cutoff, Job.status.in_([f for f in FINAL if f != JobStatus.EXPIRED])))
         for job in jobs:
             for key in (job.result_key, job.thumbnail_key):
                 if key:
                     storage.delete(key)
-            storage.delete(f"inputs/{job.tenant}/{job.id}")
-            job.status, job.result_key, job.thumbnail_key, job.face_key, job.audio_key = "expired", None, None, None, None
+            storage.delete(keys.job_inputs(job.tenant, job.id))
+            job.status, job.result_key, job.thumbnail_key, job.face_key, job.audio_key = JobStatus.EXPIRED, None, None, None, None
             expired += 1
     log.event("retention", days=days, expired=expired)
     return expired
 
 
-def requeue_stale(settings: Settings) -> list[str]:
+def requeue_stale(settings: Settings, queue: "JobQueue") -> list[str]:
     """Running jobs without a heartbeat for `stale_job_s` lost their worker: back to the queue, once."""
     cutoff = utcnow() - dt.timedelta(seconds=settings.stale_job_s)
     requeued = []
     with session_scope(settings.database) as s:
-        candidates = list(s.scalars(select(Job.id).where(Job.status == "running", Job.heartbeat_at < cutoff)))
+        candidates = list(s.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)))
         for job_id in candidates:
             # Conditional: of several workers sweeping at once, exactly one re-queues the job.
-            if s.execute(update(Job).where(Job.id == job_id, Job.status == "running", Job.heartbeat_at < cutoff)
-                         .values(status="queued").execution_options(synchronize_session=False)).rowcount:
+            if s.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)
+                         .values(status=JobStatus.QUEUED).execution_options(synchronize_session=False)).rowcount:
                 requeued.append(job_id)
     if requeued:
-        from .queue import enqueue_job
-
         for job_id in requeued:
-            enqueue_job(job_id)
+            queue.enqueue_job(job_id)
         log.event("jobs_requeued", jobs=",".join(requeued), reason="no heartbeat")
     return requeued

@@ -11,18 +11,22 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 
 from lipsync_triton import log
 from lipsync_triton.client.generate import GenerateOptions, generate
-from lipsync_triton.client.triton_client import Cancelled, ServerUnavailable
-from lipsync_triton.errors import LipsyncError
+from lipsync_triton.errors import Cancelled, LipsyncError, TransientError
 from lipsync_triton.preprocessing.ffmpeg_pipe import FfmpegProcess
 from lipsync_triton.preprocessing.media_input import input_args
-from .db import Job, session_scope, utcnow
+from . import storage_keys as keys
+from .db import Job, JobStatus, session_scope, utcnow
 from .job_options import JobOptions
-from .settings import Settings, get_settings
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .queue import JobQueue
 from .storage import Storage
 
 HEARTBEAT_S = 1.0
@@ -38,15 +42,15 @@ class Superseded(Exception):
 def _claim(db: str, job_id: str) -> Job | None:
     with session_scope(db) as s:
         now = utcnow()
-        claimed = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
-                            .values(status="running", attempts=Job.attempts + 1, started_at=now, heartbeat_at=now,
+        claimed = s.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+                            .values(status=JobStatus.RUNNING, attempts=Job.attempts + 1, started_at=now, heartbeat_at=now,
                                     progress=0.0, error=None).execution_options(synchronize_session=False)).rowcount
         return s.get(Job, job_id) if claimed else None
 
 
 def _update(db: str, job: Job, **values) -> bool:
     with session_scope(db) as s:
-        return s.execute(update(Job).where(Job.id == job.id, Job.attempts == job.attempts, Job.status == "running")
+        return s.execute(update(Job).where(Job.id == job.id, Job.attempts == job.attempts, Job.status == JobStatus.RUNNING)
                          .values(**values).execution_options(synchronize_session=False)).rowcount == 1
 
 
@@ -111,20 +115,20 @@ def thumbnail(video: Path, out: Path) -> Path:
     return out
 
 
-def run_job(job_id: str, last_attempt: bool = True, settings: Settings | None = None) -> None:
-    settings = settings or get_settings()
+def run_job(job_id: str, queue: "JobQueue", last_attempt: bool = True) -> None:
+    settings = queue.settings
     db, storage = settings.database, Storage(settings.storage, settings.s3_endpoint_url)
     job = _claim(db, job_id)
     if job is None:
         return  # cancelled, deleted, finished, or another run holds it
     if job.cancel_requested:
-        _update(db, job, status="cancelled", finished_at=utcnow())
+        _update(db, job, status=JobStatus.CANCELLED, finished_at=utcnow())
         return
     started = time.monotonic()
     log.event("job_started", job=job.id, tenant=job.tenant, attempt=job.attempts)
     (settings.data_dir / "tmp").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"job-{job.id[:8]}-", dir=settings.data_dir / "tmp"))
-    result_key, thumb_key = f"results/{job.tenant}/{job.id}.mp4", f"results/{job.tenant}/{job.id}.jpg"
+    result_key, thumb_key = keys.job_result(job.tenant, job.id), keys.job_thumbnail(job.tenant, job.id)
     watch = Watch(db, job).start()
     try:
         face, audio = work / "face", work / "audio"
@@ -138,50 +142,48 @@ def run_job(job_id: str, last_attempt: bool = True, settings: Settings | None = 
         storage.put_file(out, result_key)
         storage.put_file(work / "thumb.jpg", thumb_key)
         finished = utcnow()
-        if watch.superseded or not _update(db, job, status="succeeded", progress=1.0, result_key=result_key,
+        if watch.superseded or not _update(db, job, status=JobStatus.SUCCEEDED, progress=1.0, result_key=result_key,
                                            thumbnail_key=thumb_key, frames=result.frames, finished_at=finished,
                                            run_s=(finished - job.started_at).total_seconds(),
                                            queue_s=(job.started_at - job.created_at).total_seconds()):
             raise Superseded()
         log.event("job_succeeded", job=job.id, tenant=job.tenant, seconds=round(time.monotonic() - started, 3),
                   frames=result.frames, frames_per_s=result.frames_per_second)
-        _notify(job, settings)
+        _notify(job, queue)
     except (Cancelled, Superseded):
         if _releasing.is_set() and not watch.user_cancelled and not watch.superseded:
-            if _update(db, job, status="queued", progress=0.0):
-                from .queue import enqueue_job
-
-                enqueue_job(job.id)
+            if _update(db, job, status=JobStatus.QUEUED, progress=0.0):
+                queue.enqueue_job(job.id)
                 log.event("job_requeued", job=job.id, tenant=job.tenant, reason="worker shutting down")
             return
-        if not _update(db, job, status="cancelled", finished_at=utcnow()):
+        if not _update(db, job, status=JobStatus.CANCELLED, finished_at=utcnow()):
             _forget_outputs(db, storage, job, result_key, thumb_key)
         log.event("job_cancelled", job=job.id, tenant=job.tenant)
-        _notify(job, settings)
+        _notify(job, queue)
+    except TransientError as exc:  # Triton down or restarting past the client's own retries: the queue retries
+        _retry_or_fail(db, job, exc, last_attempt, queue)
     except LipsyncError as exc:  # the input's fault: no retry
-        if isinstance(exc, ServerUnavailable):
-            return _retry_or_fail(db, job, exc, last_attempt, settings)
         error = user_facing(str(exc).splitlines()[0], work)
-        _update(db, job, status="failed", error=error[:500], finished_at=utcnow())
+        _update(db, job, status=JobStatus.FAILED, error=error[:500], finished_at=utcnow())
         log.event("job_failed", job=job.id, tenant=job.tenant, error=str(exc).splitlines()[0][:300])
-        _notify(job, settings)
+        _notify(job, queue)
     except Exception as exc:  # storage or database unreachable, a server restarting: the queue retries it
-        _retry_or_fail(db, job, exc, last_attempt, settings)
+        _retry_or_fail(db, job, exc, last_attempt, queue)
     finally:
         watch.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _retry_or_fail(db: str, job: Job, exc: Exception, last_attempt: bool, settings: Settings) -> None:
+def _retry_or_fail(db: str, job: Job, exc: Exception, last_attempt: bool, queue: "JobQueue") -> None:
     """A transient failure: back to the queue (Huey runs it again after a delay), or failed for good
     once the retries are spent."""
     message = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}" if str(exc) else type(exc).__name__
     if last_attempt:
-        _update(db, job, status="failed", error=f"{message} (gave up after {job.attempts} attempts)", finished_at=utcnow())
+        _update(db, job, status=JobStatus.FAILED, error=f"{message} (gave up after {job.attempts} attempts)", finished_at=utcnow())
         log.event("job_failed", job=job.id, tenant=job.tenant, error=message, attempts=job.attempts)
-        _notify(job, settings)
+        _notify(job, queue)
         return
-    _update(db, job, status="queued", error=None)
+    _update(db, job, status=JobStatus.QUEUED, error=None)
     log.event("job_retry", job=job.id, tenant=job.tenant, error=message, attempt=job.attempts)
     raise exc
 
@@ -209,8 +211,6 @@ def _forget_outputs(db: str, storage: Storage, job: Job, *keys: str) -> None:
                 storage.delete(key)
 
 
-def _notify(job: Job, settings: Settings) -> None:
-    if job.webhook_url and settings.webhook_allow:
-        from .queue import deliver_webhook_task
-
-        deliver_webhook_task(job.id)
+def _notify(job: Job, queue: "JobQueue") -> None:
+    if job.webhook_url and queue.settings.webhook_allow:
+        queue.deliver_webhook(job.id)

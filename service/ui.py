@@ -6,6 +6,7 @@ API key (except in local-only mode): the key is kept in this process for the ses
 the API on the user's behalf. Uploads obey the API's size limit and are deleted after an hour."""
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -14,10 +15,12 @@ import gradio as gr
 import httpx
 from fastapi import FastAPI
 
+from lipsync_triton.client.options import job_options
+
+from .db import FINAL, JobStatus
 from .tenants import Tenants
 
 POLL_S = 1.0
-FINAL = ("succeeded", "failed", "cancelled", "expired")
 DOWNLOADS = Path(tempfile.gettempdir()) / "lipsync-ui"
 KEEP_S = 3600.0  # Gradio copies what it shows into its own cache (also pruned hourly)
 
@@ -67,8 +70,37 @@ def _model_status(base: str) -> str:
     return "Not ready: " + "; ".join(problems) if problems else "Ready."
 
 
-def _options(pads: str, detect_every: float, hard_paste: bool) -> dict:
-    return {"pads": pads or "0 10 0 0", "detect_every": str(int(detect_every)), "hard_paste": str(hard_paste).lower()}
+def option_controls() -> dict[str, gr.components.Component]:
+    """One control per job option (client/options.py): its default, bounds and help."""
+    controls = {}
+    for d in job_options():
+        label, elem_id = f"{d.name.replace('_', ' ')}: {d.spec.help}", f"opt-{d.name}"
+        if d.type is bool:
+            controls[d.name] = gr.Checkbox(value=d.default, label=label, elem_id=elem_id)
+        elif d.type in (int, float):
+            low = d.spec.ge if d.spec.ge is not None else d.spec.gt
+            if d.type is int and low is not None and d.spec.le is not None:
+                controls[d.name] = gr.Slider(low, d.spec.le, value=d.default, step=1, label=label, elem_id=elem_id)
+            else:
+                controls[d.name] = gr.Number(value=d.default, minimum=low, maximum=d.spec.le, label=label, elem_id=elem_id)
+        else:  # quads ("0 10 0 0") and text
+            text = " ".join(map(str, d.default)) if isinstance(d.default, tuple) else (d.default or "")
+            controls[d.name] = gr.Textbox(value=text, label=label, elem_id=elem_id)
+    return controls
+
+
+def option_form(controls: dict[str, gr.components.Component], values: dict) -> dict[str, str]:
+    """The controls' values as the API's form fields (the API validates them)."""
+    form = {}
+    for name, component in controls.items():
+        value = values[component]
+        if isinstance(value, bool):
+            form[name] = str(value).lower()
+        elif isinstance(value, float) and value.is_integer() and isinstance(component, gr.Slider):
+            form[name] = str(int(value))
+        elif value not in (None, ""):
+            form[name] = str(value)
+    return form
 
 
 class SignIns:
@@ -101,6 +133,9 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
         status = gr.Markdown(_model_status(base), elem_id="model-status")
         gr.Timer(3.0).tick(lambda: _model_status(base), outputs=status)
 
+        with gr.Accordion("Options (every job of this page)", open=False):
+            controls = option_controls()
+
         with gr.Tab("Single video"):
             with gr.Row():
                 face = gr.File(label="Presenter video or photo", elem_id="face-file")
@@ -114,13 +149,14 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
             video = gr.Video(label="Result", elem_id="result-video", interactive=False)
             download = gr.File(label="Download", elem_id="result-file")
 
-            def run_single(face_file, audio_file, pads_text, every, hard, request: gr.Request):
+            def run_single(values: dict, request: gr.Request):
+                face_file, audio_file = values[face], values[audio]
                 if not face_file or not audio_file:
                     raise gr.Error("Upload a presenter video or photo and a speech track.")
                 api = ApiClient(base, signins.key(request))
                 with open(face_file, "rb") as f, open(audio_file, "rb") as a:
                     job = api.call("POST", "/v1/jobs", files={"face": (Path(face_file).name, f), "audio": (Path(audio_file).name, a)},
-                                   data=_options(pads_text, every, hard)).json()
+                                   data=option_form(controls, values)).json()
                 while True:
                     view = api.call("GET", f"/v1/jobs/{job['id']}").json()
                     line = f"Job `{view['id']}`: **{view['status']}** {view['progress'] * 100:.0f}%"
@@ -128,13 +164,13 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
                         break
                     yield line, None, None
                     time.sleep(POLL_S)
-                if view["status"] != "succeeded":
+                if view["status"] != JobStatus.SUCCEEDED:
                     yield f"{line}: {view.get('error') or ''}", None, None
                     return
                 path = api.download(view["links"]["result"], ".mp4")
                 yield line, path, path
 
-            submit.click(run_single, [face, audio, pads, detect_every, hard_paste], [progress, video, download])
+            submit.click(run_single, {face, audio, *controls.values()}, [progress, video, download])
 
         with gr.Tab("Batch"):
             batch_audio = gr.File(label="One speech for every presenter", elem_id="batch-audio")
@@ -144,7 +180,8 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
             thumbs = gr.Gallery(label="Thumbnails", columns=6, height=200)
             archive = gr.File(label="All results (ZIP)", elem_id="batch-zip")
 
-            def run_batch(audio_file, face_files, request: gr.Request):
+            def run_batch(values: dict, request: gr.Request):
+                audio_file, face_files = values[batch_audio], values[batch_faces]
                 if not audio_file or not face_files:
                     raise gr.Error("Upload one speech track and at least one presenter.")
                 api = ApiClient(base, signins.key(request))
@@ -152,7 +189,8 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
                 try:
                     with open(audio_file, "rb") as a:
                         files = [("faces", (Path(f).name, h)) for f, h in zip(face_files, handles)]
-                        batch = api.call("POST", "/v1/batches", files=files + [("audio", (Path(audio_file).name, a))]).json()
+                        batch = api.call("POST", "/v1/batches", files=files + [("audio", (Path(audio_file).name, a))],
+                                         data={"options": json.dumps(option_form(controls, values))}).json()
                 finally:
                     for h in handles:
                         h.close()
@@ -161,7 +199,7 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
                     view = api.call("GET", f"/v1/batches/{batch['id']}").json()
                     rows = [[j["item"], j["name"], j["status"], f"{j['progress'] * 100:.0f}%", j.get("error") or ""] for j in view["jobs"]]
                     for j in view["jobs"]:
-                        if j["status"] == "succeeded" and j["id"] not in thumbnails:
+                        if j["status"] == JobStatus.SUCCEEDED and j["id"] not in thumbnails:
                             thumbnails[j["id"]] = api.download(j["links"]["thumbnail"], ".jpg")
                     gallery = list(thumbnails.values())
                     if view["done"]:
@@ -171,7 +209,7 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
                 zip_path = api.download(view["links"]["archive"], ".zip") if thumbnails else None
                 yield rows, gallery, zip_path
 
-            batch_submit.click(run_batch, [batch_audio, batch_faces], [table, thumbs, archive])
+            batch_submit.click(run_batch, {batch_audio, batch_faces, *controls.values()}, [table, thumbs, archive])
     return ui
 
 

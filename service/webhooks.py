@@ -26,7 +26,7 @@ import httpx
 from lipsync_triton import log
 from .db import Job, session_scope
 from .jobs import InputError, job_view
-from .settings import Settings, get_settings
+from .settings import Settings
 
 SIGNATURE_HEADER = "X-Lipsync-Signature"
 TOLERANCE_S = 300
@@ -117,8 +117,7 @@ def verify_signature(secret: str, header: str, body: bytes, tolerance_s: float =
     return hmac.compare_digest(expected, fields.get("v1", ""))
 
 
-def deliver(job_id: str) -> None:
-    settings = get_settings()
+def deliver(job_id: str, settings: Settings) -> None:
     with session_scope(settings.database) as s:
         job = s.get(Job, job_id)
         if job is None or not job.webhook_url:

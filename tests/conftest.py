@@ -66,3 +66,21 @@ def decode_frames(path: Path, limit: int | None = None) -> np.ndarray:
 
 
 os.environ.setdefault("LIPSYNC_CACHE_DIR", str(ROOT / ".pytest_cache" / "lipsync-presenters"))
+
+
+# Tests that start a tritonserver, the job service or another program: `pytest -m "not server"`
+# runs the rest (in-process logic, parsing, options, media helpers) in well under a minute.
+SERVER_FIXTURES = {"triton", "exported_repo", "service", "two_servers", "scaled_service", "s3_server", "postgres_db"}
+SUBPROCESS_MODULES = {"test_readme", "test_processes", "test_deploy", "test_docker", "test_faults", "test_export",
+                      "test_checkpoint", "test_service", "test_service_scale_out", "test_hostile_inputs", "test_security",
+                      "test_serving", "test_scale_out_client"}
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "server: starts tritonserver, the job service or another program (slow)")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ in SUBPROCESS_MODULES:
+            item.add_marker(pytest.mark.server)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-FINAL = ("succeeded", "failed", "cancelled", "expired")
+from lipsync_triton.service.db import FINAL
 
 
 def free_port() -> int:

@@ -113,11 +113,11 @@ def test_chunked_mel_equals_the_one_shot_mel_at_every_seam():
 def test_audio_is_decoded_in_bounded_chunks(tmp_path):
     path = tmp_path / "long.wav"
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=300:duration=25", "-ac", "2", str(path)], check=True)
-    from lipsync_triton.preprocessing.audio import _ffmpeg_chunks
+    from lipsync_triton.preprocessing.audio import _checked_audio, _ffmpeg_chunks
 
     sizes = [len(c) for c in audio_chunks(path, chunk_seconds=10.0)]  # in-process (a WAV)
     assert max(sizes) <= 160000 and len(sizes) == 3 and sum(sizes) == len(load_audio(path)) == 400000
-    sizes = [len(c) for c in _ffmpeg_chunks(path, 10.0, None)]
+    sizes = [len(c) for c in _ffmpeg_chunks(path, 10.0, _checked_audio(path))]
     assert max(sizes) == 160000 and sum(sizes) == 400000
 
 
@@ -166,7 +166,7 @@ def test_a_chatty_decoder_never_blocks_on_its_stderr():
 def test_wav_speech_read_in_process_gives_what_ffmpeg_decodes(tmp_path, rate, channels, subtype):
     import soundfile
 
-    from lipsync_triton.preprocessing.audio import _ffmpeg_chunks, _in_process_info
+    from lipsync_triton.preprocessing.audio import _checked_audio, _ffmpeg_chunks, _in_process_info
 
     rng = np.random.default_rng(rate)
     t = np.arange(int(rate * 3.3)) / rate
@@ -175,13 +175,13 @@ def test_wav_speech_read_in_process_gives_what_ffmpeg_decodes(tmp_path, rate, ch
     soundfile.write(path, wave.astype(np.float32), rate, subtype=subtype)
     assert _in_process_info(path) is not None
     ours = load_audio(path)
-    theirs = np.concatenate(list(_ffmpeg_chunks(path, 10.0, None)))
+    theirs = np.concatenate(list(_ffmpeg_chunks(path, 10.0, _checked_audio(path))))
     assert len(ours) == len(theirs)
     if channels == 1:
         assert np.array_equal(ours, theirs)  # the same soxr at the same quality: bit for bit
     else:
         assert np.abs(ours - theirs).max() <= 1e-6  # mean then resample vs resample then mean
-    assert np.abs(load_mel(path) - mel_from_chunks(_ffmpeg_chunks(path, 10.0, None), 3.3)).max() <= 1e-4
+    assert np.abs(load_mel(path) - mel_from_chunks(_ffmpeg_chunks(path, 10.0, _checked_audio(path)), 3.3)).max() <= 1e-4
 
 
 def test_compressed_speech_goes_through_ffmpeg(tmp_path):

@@ -373,3 +373,12 @@ def test_the_web_ui_runs_a_job_and_shows_its_video_in_chromium(service, media):
             browser.close()
     with service.client() as api:  # the UI used the API under the key's tenant
         assert any(j["status"] == "succeeded" for j in api.get("/v1/jobs").json()["jobs"])
+
+
+def test_readyz_understands_dns_urls_as_the_helm_chart_gives_them(triton, tmp_path):
+    """The chart sets LIPSYNC_TRITON_URLS=dns://<headless service>:8001; /readyz must resolve it like the client."""
+    port = triton.grpc_url.rsplit(":", 1)[1]
+    with Service(tmp_path / "data", f"dns://localhost:{port}", workers=0, extra_env={"LIPSYNC_OPS_KEY": "ops"}) as svc:
+        ready = httpx.get(f"{svc.base}/readyz", headers={"Authorization": "Bearer ops"})
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["triton"] == {"ok": True, "detail": "ready"}
