@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -327,6 +328,9 @@ def _interrupt(signum, _frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from lipsync_triton import log
+
+    log.configure(os.environ.get("LIPSYNC_LOG_FORMAT", "logfmt"))
     if args.command not in ("serve", "generate", "api", "worker", "batch"):  # these handle signals themselves
         # SIGTERM (docker stop, a job runner) unwinds like Ctrl-C: requests stop, partial files go.
         signal.signal(signal.SIGTERM, _interrupt)

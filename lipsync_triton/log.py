@@ -1,25 +1,20 @@
-"""Structured logs on stdout: one line per event, `key=value` (the CLI's default) or JSON lines
-(`LIPSYNC_LOG_FORMAT=json`, the service's default) for a container platform's collector."""
+"""Structured logs through the standard `logging` module: one record per event, on the logger
+"lipsync_triton", with the event's fields in `record.fields`.
+
+A program that uses the Python API configures logging as usual (levels, handlers, or nothing: then
+events at INFO stay silent and only warnings reach stderr). The `lipsync` command and the service's
+processes call `configure`: `key=value` lines (logfmt, the CLI's default) or JSON lines
+(`LIPSYNC_LOG_FORMAT=json`, the service's default) on stdout, for a container platform's collector.
+"""
 from __future__ import annotations
 
 import json
-import os
+import logging
 import sys
 import time
 from typing import Any
 
-_quiet = False
-_json = os.environ.get("LIPSYNC_LOG_FORMAT", "").lower() == "json"
-
-
-def set_format(name: str) -> None:
-    global _json
-    _json = name.lower() == "json"
-
-
-def set_quiet(quiet: bool) -> None:
-    global _quiet
-    _quiet = quiet
+LOGGER = logging.getLogger("lipsync_triton")
 
 
 def _fmt(value: Any) -> str:
@@ -31,23 +26,66 @@ def _fmt(value: Any) -> str:
     return text
 
 
+def _stamp(record: logging.LogRecord) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
+
+
+def _event(record: logging.LogRecord) -> str:
+    return getattr(record, "event", None) or record.getMessage()
+
+
+class LogfmtFormatter(logging.Formatter):
+    """`ts=... event=NAME k=v ...` (values with spaces, quotes or '=' are JSON-quoted)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", {})
+        return " ".join([f"ts={_stamp(record)}", f"event={_event(record)}"] + [f"{k}={_fmt(v)}" for k, v in fields.items()])
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: {"ts", "event", ...fields}."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"ts": _stamp(record), "event": _event(record), **getattr(record, "fields", {})}, default=str)
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is when the record comes (flushed per line)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.setStream(sys.stdout)
+        super().emit(record)
+
+
+def configure(fmt: str = "logfmt", quiet: bool = False) -> None:
+    """Install this package's own handler on stdout (replacing an earlier one of ours): `fmt` is
+    "json" or "logfmt"; `quiet` keeps only warnings (the random-weights notice must be seen)."""
+    for handler in [h for h in LOGGER.handlers if isinstance(h, _StdoutHandler)]:
+        LOGGER.removeHandler(handler)
+    handler = _StdoutHandler()
+    handler.setFormatter(JsonFormatter() if fmt.lower() == "json" else LogfmtFormatter())
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.WARNING if quiet else logging.INFO)
+    LOGGER.propagate = False
+
+
+def set_format(name: str) -> None:
+    configure(name, quiet=LOGGER.level == logging.WARNING)
+
+
+def set_quiet(quiet: bool) -> None:
+    LOGGER.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 def event(name: str, **fields: Any) -> None:
-    """Log one event as `ts=.. event=NAME k=v ...` on stdout."""
-    if _quiet:
-        return
-    if _json:
-        record = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S"), "event": name, **fields}
-        print(json.dumps(record, default=str), file=sys.stdout, flush=True)
-        return
-    parts = [f"ts={time.strftime('%Y-%m-%dT%H:%M:%S')}", f"event={name}"]
-    parts += [f"{k}={_fmt(v)}" for k, v in fields.items()]
-    print(" ".join(parts), file=sys.stdout, flush=True)
+    """Log one event (INFO) with its fields."""
+    LOGGER.info(name, extra={"event": name, "fields": fields})
 
 
 def warn(message: str, **fields: Any) -> None:
     """A loud notice that must be seen even in quiet mode (e.g. random weights in use)."""
-    if _json:
-        print(json.dumps({"event": "warning", "message": message, **fields}, default=str), file=sys.stdout, flush=True)
-        return
-    parts = ["event=warning", f"message={_fmt(message)}"] + [f"{k}={_fmt(v)}" for k, v in fields.items()]
-    print(" ".join(parts), file=sys.stdout, flush=True)
+    # The message is the record's text, so a program without logging set up still sees it on stderr.
+    LOGGER.warning(message, extra={"event": "warning", "fields": {"message": message, **fields}})

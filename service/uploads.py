@@ -1,0 +1,45 @@
+"""A request's inputs: uploads saved into its folder, or files named by URL under the tenant's own
+prefix of the service's storage; and the hand-over of admitted jobs to the queue."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from fastapi import UploadFile
+
+from lipsync_triton import log
+from . import storage_keys as keys
+from .db import Job, JobStatus
+from .deps import Service
+from .jobs import InputError
+
+
+def save(upload: UploadFile, target: Path) -> Path:
+    with open(target, "wb") as out:
+        shutil.copyfileobj(upload.file, out, 1 << 20)
+    return target
+
+
+def fetch_url(svc: Service, url: str, who: str, target: Path) -> Path:
+    """An input given as a storage URL: only a plain file under the tenant's own prefix of the
+    service's storage (no `..`, no symbolic link anywhere under the prefix)."""
+    root = svc.settings.storage.rstrip("/")
+    prefix = f"{root}/{keys.tenant_files(who)}"
+    refused = InputError(f"inputs by URL must be files under your tenant's prefix {keys.tenant_files(who)} of the service's storage",
+                         403)
+    if not url.startswith(prefix) or ".." in url[len(prefix):].split("/"):
+        raise refused
+    if svc.storage.local and not svc.storage.plain_file_under(url, prefix):
+        raise refused
+    try:
+        svc.storage.fs.get_file(url, str(target))
+    except FileNotFoundError:
+        raise InputError(f"{url[len(root) + 1:]} does not exist", 404) from None
+    return target
+
+
+def enqueue(svc: Service, jobs: list[Job]) -> None:
+    for job in jobs:
+        if job.status == JobStatus.QUEUED:
+            svc.queue.enqueue_job(job.id)
+        log.event("job_submitted", job=job.id, tenant=job.tenant, status=job.status, batch=job.batch_id)
