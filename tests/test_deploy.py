@@ -17,7 +17,7 @@ from conftest import ROOT
 
 CHART = ROOT / "deploy" / "helm" / "lipsync"
 KUBE_VERSION = "1.30.0"
-CRD_KINDS = {"ScaledObject", "InferenceService"}  # custom resources: no upstream schema; checked by hand below
+CRD_KINDS = {"ScaledObject", "InferenceService", "ServiceMonitor", "PrometheusRule"}  # custom resources: no upstream schema; checked by hand below
 
 
 def render(values: dict | None = None) -> list[dict]:
@@ -35,7 +35,8 @@ def by_kind(docs: list[dict], kind: str) -> list[dict]:
     return [d for d in docs if d["kind"] == kind]
 
 
-FULL = {"batch": {"enabled": True}, "secrets": {"create": True, "values": {"LIPSYNC_API_KEYS": "bank:k"}}}
+FULL = {"batch": {"enabled": True}, "secrets": {"create": True, "values": {"LIPSYNC_API_KEYS": "bank:k"}},
+        "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}}
 
 
 def test_helm_lint_is_clean():
@@ -50,7 +51,7 @@ def test_every_rendered_manifest_matches_the_kubernetes_schema(values):
     import kubernetes_validate
 
     docs = render(values)
-    assert len(docs) >= 14
+    assert len(docs) >= 13
     for doc in docs:
         if doc["kind"] in CRD_KINDS:
             continue
@@ -71,7 +72,7 @@ def test_triton_deployment_gpu_probes_shm_spread_and_budget():
     assert shm["emptyDir"]["medium"] == "Memory"
     assert any(m["mountPath"] == "/dev/shm" for m in container["volumeMounts"])
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
-    assert by_kind(docs, "PodDisruptionBudget")[0]["spec"]["minAvailable"] >= 1
+    assert by_kind(docs, "PodDisruptionBudget")[0]["spec"]["maxUnavailable"] == 1
 
 
 def test_autoscaling_on_queue_time_relative_to_compute_time():
@@ -80,11 +81,39 @@ def test_autoscaling_on_queue_time_relative_to_compute_time():
     assert hpa["apiVersion"] == "autoscaling/v2"
     metric = hpa["spec"]["metrics"][0]
     assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == "triton_queue_compute_ratio"
-    rules = yaml.safe_load(by_kind(docs, "ConfigMap")[0]["data"]["config.yaml"])["rules"][0]
-    assert rules["name"]["as"] == "triton_queue_compute_ratio"
-    query = " ".join(rules["metricsQuery"].split())
-    assert "rate(nv_inference_queue_duration_us{<<.LabelMatchers>>}[1m])" in query
-    assert "clamp_min(sum by (<<.GroupBy>>) (rate(nv_inference_compute_infer_duration_us{<<.LabelMatchers>>}[1m])), 1)" in query
+    adapter = yaml.safe_load((ROOT / "deploy" / "helm" / "prometheus-adapter-values.yaml").read_text())["rules"]
+    assert adapter["default"] is True  # a custom rule added beside the adapter's own, not replacing them
+    rule = adapter["custom"][0]
+    assert rule["name"]["as"] == "triton_queue_compute_ratio"
+    query = " ".join(rule["metricsQuery"].split())
+    for counter in ("nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us"):
+        assert f"rate({counter}{{<<.LabelMatchers>>}}[2m])" in query  # two scrapes at a 1 m interval, four at 30 s
+    assert "clamp_min" not in query  # a floor of 1 us/s distorted the ratio below one request per second
+
+
+def test_autoscalers_own_the_replica_counts_and_drains_are_not_blocked():
+    docs = render()
+    deployments = {d["metadata"]["name"].rsplit("-", 1)[-1]: d for d in by_kind(docs, "Deployment")}
+    assert "replicas" not in deployments["triton"]["spec"] and "replicas" not in deployments["worker"]["spec"]
+    assert deployments["api"]["spec"]["replicas"] == 2
+    budget = by_kind(docs, "PodDisruptionBudget")[0]["spec"]
+    assert budget == {**budget, "maxUnavailable": 1} and "minAvailable" not in budget
+    manual = render({"triton": {"autoscaling": {"enabled": False}}, "worker": {"keda": {"enabled": False}}})
+    counts = {d["metadata"]["name"].rsplit("-", 1)[-1]: d["spec"].get("replicas") for d in by_kind(manual, "Deployment")}
+    assert counts["triton"] == 1 and counts["worker"] == 2
+
+
+def test_service_monitor_and_alerts_for_kube_prometheus_stack():
+    docs = render({"monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}})
+    monitor = by_kind(docs, "ServiceMonitor")[0]
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"metrics", "http"}
+    services = [s for s in by_kind(docs, "Service") if all(s["metadata"]["labels"].get(k) == v
+                                                            for k, v in monitor["spec"]["selector"]["matchLabels"].items())]
+    ports = {p["name"] for s in services for p in s["spec"]["ports"]}
+    assert {"metrics", "http"} <= ports  # each endpoint names a port of a selected Service
+    alerts = {r["alert"] for g in by_kind(docs, "PrometheusRule")[0]["spec"]["groups"] for r in g["rules"]}
+    assert alerts == {"TritonQueueTimeHigh", "LipsyncJobsFailing", "NoReadyTriton"}
+    assert not by_kind(render(), "ServiceMonitor")  # off by default: the CRDs may not exist
 
 
 def test_workers_scale_on_the_queue_and_spread_over_every_triton_pod():
@@ -102,12 +131,12 @@ def test_workers_scale_on_the_queue_and_spread_over_every_triton_pod():
     assert env["LIPSYNC_TRITON_URLS"] == f"dns://{headless['metadata']['name']}:8001"
 
 
-def test_only_workers_reach_triton_and_the_app_runs_unprivileged():
+def test_only_the_apps_pods_reach_triton_and_the_app_runs_unprivileged():
     docs = render(FULL)
     policy = by_kind(docs, "NetworkPolicy")[0]
     grpc_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 8001)
     components = next(e for e in grpc_rule["from"][0]["podSelector"]["matchExpressions"] if e["key"] == "app.kubernetes.io/component")
-    assert sorted(components["values"]) == ["batch", "worker"]
+    assert sorted(components["values"]) == ["api", "batch", "worker"]  # the API probes Triton for /readyz
     for account in by_kind(docs, "ServiceAccount"):
         assert account["automountServiceAccountToken"] is False
     for workload in by_kind(docs, "Deployment") + by_kind(docs, "Job"):
