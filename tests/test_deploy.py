@@ -126,6 +126,9 @@ def test_workers_scale_on_the_queue_and_spread_over_every_triton_pod():
     trigger = scaled["spec"]["triggers"][0]
     # the list KEDA watches is the one Huey pushes jobs onto
     assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == RedisHuey("lipsync").storage.queue_key
+    for name in ("lip-sync.prod v2", "team_a"):  # Huey keeps only [A-Za-z0-9_] of the name
+        renamed = by_kind(render({"settings": {"LIPSYNC_QUEUE_NAME": name}}), "ScaledObject")[0]
+        assert renamed["spec"]["triggers"][0]["metadata"]["listName"] == RedisHuey(name).storage.queue_key, name
     env = {e["name"]: e.get("value") for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
     headless = next(s for s in by_kind(docs, "Service") if s["spec"].get("clusterIP") == "None")
     assert env["LIPSYNC_TRITON_URLS"] == f"dns://{headless['metadata']['name']}:8001"
