@@ -3,7 +3,8 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
-EXTRAS ?= export,service,test   # the images install export,service
+# Optional dependency groups installed by setup (the images install export,service only).
+EXTRAS ?= export,service,test
 DEBIAN_PACKAGES := ffmpeg espeak-ng libb64-0d libpython3.11
 TEST_DEBIAN_PACKAGES := chromium docker-compose podman runc mmdebstrap
 

@@ -99,6 +99,7 @@ FACE_DETECTOR = ModelSpec(
 )
 
 MODELS: tuple[ModelSpec, ...] = (WAV2LIP, FACE_DETECTOR)
+GPU_MAX_QUEUE_REQUESTS = 256  # per model instance group: a few seconds of work on one GPU
 
 PROFILES: dict[str, Profile] = {
     # 2 threads = the cores of the reference CPU box; one instance, since a second would only split
@@ -164,8 +165,15 @@ def render_pbtxt(cfg: ModelConfig) -> str:
     lines.append("} ]")
     if p.dynamic_batching:
         lines.append("dynamic_batching {")
-        lines.append(f"  preferred_batch_size: {_dims(m.preferred_batch_sizes)}")
+        if p.kind == "KIND_CPU":  # as measured on CPU (perf/BENCHMARKS.md)
+            lines.append(f"  preferred_batch_size: {_dims(m.preferred_batch_sizes)}")
         lines.append(f"  max_queue_delay_microseconds: {m.queue_delay_us[p.kind]}")
+        if p.kind == "KIND_GPU":
+            # No preferred sizes on GPU: the client's requests of 16 frames would each match one and
+            # dispatch at once, so the queue delay never merged them (Triton advises preferred sizes
+            # only for multi-profile TensorRT). A bounded queue answers RESOURCE_EXHAUSTED under
+            # overload, which the client retries on another server, instead of queueing without end.
+            lines.append(f"  default_queue_policy {{ max_queue_size: {GPU_MAX_QUEUE_REQUESTS} }}")
         lines.append("}")
     params: dict[str, str] = {}
     if p.runtime == "python-cpu":
