@@ -1,11 +1,15 @@
 """Entry point of the GPU Triton image: TensorRT engines for THIS GPU, then tritonserver.
 
 MODEL_SOURCE is a repository exported with `lipsync export --profile gpu` (model.onnx +
-config.pbtxt + config.tensorrt_plan.pbtxt per model). For each model the engine is built once per
-(ONNX content, GPU name, TensorRT version) into ENGINE_CACHE with ONE optimization profile from
-batch 1 to the config's max_batch_size (so the dynamic batcher never triggers a rebuild), under a
-file lock (replicas on one node share the cache and build once), written to a temporary name and
-renamed. Then the repository Triton serves is assembled in /tmp (configs copied, engines linked)
+config.pbtxt + config.tensorrt_plan.pbtxt per model). For each model the engine is built into
+ENGINE_CACHE with ONE optimization profile from batch 1 to the config's max_batch_size (so the
+dynamic batcher never triggers a rebuild), keyed on everything it depends on: the ONNX content, the
+builder's arguments (input shapes from the config, so a new detector size or max_batch_size gets a
+new engine; precision and flags), the device (GPU name, and the MIG profile when the pod has a MIG
+slice) and the TensorRT version. Builds run under a file lock (replicas on one node share the cache
+and build once), write a temporary name and rename it; partial files of a build that was killed
+are removed. `--build-only` builds and exits (an initContainer or a one-off Job, with its own
+timeout, so a slow build never counts against tritonserver's startup probe). Then the repository Triton serves is assembled in /tmp (configs copied, engines linked)
 and tritonserver replaces this process (exec: signals reach it, logs stay on stdout).
 
 Standard library only: the NVIDIA image's Python is its own, not the project's environment.
@@ -32,11 +36,15 @@ def log(event: str, **fields) -> None:
 
 
 def gpu_name() -> str:
+    """The device an engine is built for: the GPU's name, plus the MIG profile (e.g. 3g.40gb) when
+    this pod sees a MIG slice (an engine tuned on one slice size is not the one for another)."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
-                             check=True).stdout.splitlines()[0]
-    except (OSError, subprocess.CalledProcessError, IndexError):
-        out = "unknown-gpu"
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        listing = ""
+    gpu = re.search(r"^GPU \d+: (.+?) \(UUID", listing, re.M)
+    mig = re.search(r"^\s+MIG (\S+)\s+Device", listing, re.M)
+    out = (gpu.group(1) if gpu else "unknown-gpu") + (f"-mig-{mig.group(1)}" if mig else "")
     return re.sub(r"[^A-Za-z0-9]+", "-", out).strip("-").lower()
 
 
@@ -55,21 +63,30 @@ def shapes(config: str, batch: int) -> str:
     return ",".join(f"{name}:{batch}x" + "x".join(d.strip() for d in dims.split(",")) for name, dims in found)
 
 
+def builder_args(plan_config: str) -> list[str]:
+    """trtexec's arguments besides the files: precision and the batch profile from the config."""
+    max_batch = int(re.search(r"max_batch_size:\s*(\d+)", plan_config).group(1))
+    return ["--fp16", f"--minShapes={shapes(plan_config, 1)}", f"--optShapes={shapes(plan_config, max(1, max_batch // 2))}",
+            f"--maxShapes={shapes(plan_config, max_batch)}"]
+
+
 def build(model_dir: Path, cache: Path, gpu: str, trt: str) -> Path:
     onnx = model_dir / "1" / "model.onnx"
-    plan_config = (model_dir / PLAN_CONFIG).read_text()
-    max_batch = int(re.search(r"max_batch_size:\s*(\d+)", plan_config).group(1))
-    digest = hashlib.sha256(onnx.read_bytes()).hexdigest()[:16]
-    engine = cache / f"{model_dir.name}-{digest}-{gpu}-trt{trt}.plan"
+    args = builder_args((model_dir / PLAN_CONFIG).read_text())
+    key = hashlib.sha256(onnx.read_bytes())
+    key.update("\0".join([*args, gpu, trt]).encode())
+    engine = cache / f"{model_dir.name}-{key.hexdigest()[:20]}-{gpu}-trt{trt}.plan"
     with open(cache / f"{model_dir.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second replica waits here, then finds the engine
+        for stale in cache.glob(f"{model_dir.name}-*.partial-*"):  # a build killed mid-way (none runs: we hold the lock)
+            stale.unlink(missing_ok=True)
+            log("engine_partial_removed", file=stale.name)
         if engine.exists():
             log("engine_cached", model=model_dir.name, engine=engine.name)
             return engine
         tmp = engine.with_suffix(f".partial-{os.getpid()}")
-        cmd = [TRTEXEC, f"--onnx={onnx}", f"--saveEngine={tmp}", "--fp16", f"--minShapes={shapes(plan_config, 1)}",
-               f"--optShapes={shapes(plan_config, max(1, max_batch // 2))}", f"--maxShapes={shapes(plan_config, max_batch)}"]
-        log("engine_build", model=model_dir.name, max_batch=max_batch, gpu=gpu)
+        cmd = [TRTEXEC, f"--onnx={onnx}", f"--saveEngine={tmp}", *args]
+        log("engine_build", model=model_dir.name, args=" ".join(args), gpu=gpu)
         done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if done.returncode != 0:
             tmp.unlink(missing_ok=True)
@@ -104,6 +121,9 @@ def main(argv: list[str]) -> None:
         cache = Path(os.environ.get("ENGINE_CACHE", "/engine-cache"))
         cache.mkdir(parents=True, exist_ok=True)
         repository = str(assemble(Path(source), cache))
+    if "--build-only" in argv[:argv.index("--") if "--" in argv else len(argv)]:
+        log("engines_ready", repository=repository)
+        return
     os.execvp(command[0], [*command, f"--model-repository={repository}"])
 
 

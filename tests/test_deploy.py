@@ -67,7 +67,10 @@ def test_triton_deployment_gpu_probes_shm_spread_and_budget():
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     startup = container["startupProbe"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600  # model load + a TensorRT build
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600  # model load
+    init = pod["initContainers"][0]  # TensorRT builds run before the server, under their own deadline
+    assert init["command"][:2] == ["timeout", "3600"] and init["command"][-1] == "--build-only"
+    assert {m["name"] for m in init["volumeMounts"]} == {"models", "engine-cache"}
     shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
     assert shm["emptyDir"]["medium"] == "Memory"
     assert any(m["mountPath"] == "/dev/shm" for m in container["volumeMounts"])
@@ -240,3 +243,44 @@ for a in "$@"; do case "$a" in --saveEngine=*) echo plan > "${{a#--saveEngine=}}
     served = Path("/tmp/lipsync-models/wav2lip")
     assert 'platform: "tensorrt_plan"' in (served / "config.pbtxt").read_text()
     assert (served / "1" / "model.plan").resolve().parent == (tmp_path / "cache").resolve()
+
+
+def test_engines_are_keyed_on_shapes_and_device_and_a_killed_build_leaves_nothing(tmp_path):
+    """A new detector size (only its config changes: the ONNX has symbolic H/W) gets a new engine,
+    not the stale one Triton would refuse; a MIG slice is its own device; a killed build's partial
+    file is removed; --build-only (the initContainer) builds without starting the server."""
+    from lipsync_triton.export.repository import ExportOptions, export_repository
+
+    source = tmp_path / "gpu_repo"
+    export_repository(ExportOptions(out=source, profile="gpu", random_weights=True))
+    bin_dir, calls = tmp_path / "bin", tmp_path / "trtexec.calls"
+    bin_dir.mkdir()
+    (bin_dir / "trtexec").write_text(f"""#!/bin/sh
+[ "$1" = "--help" ] && {{ echo "TensorRT v100500"; exit 0; }}
+echo "$@" >> {calls}
+for a in "$@"; do case "$a" in --saveEngine=*) echo plan > "${{a#--saveEngine=}}";; esac; done
+""")
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1)'\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "MODEL_SOURCE": str(source), "ENGINE_CACHE": str(cache)}
+
+    def start() -> list[str]:
+        done = subprocess.run([sys.executable, str(ROOT / "docker" / "build_engines.py"), "--build-only"], env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "engines_ready" in done.stdout  # and no server was started (there is none on PATH to start)
+        return calls.read_text().splitlines() if calls.exists() else []
+
+    assert len(start()) == 2 and all("nvidia-h100-80gb-hbm3" in p.name for p in cache.glob("*.plan"))
+    (cache / "wav2lip-0123-nvidia-trt10.partial-4242").write_text("half an engine")  # a build killed mid-way
+    assert len(start()) == 2 and not list(cache.glob("*.partial-*"))
+    plan = source / "face_detector" / "config.tensorrt_plan.pbtxt"
+    plan.write_text(plan.read_text().replace("dims: [ 384, 640, 3 ]", "dims: [ 480, 640, 3 ]"))  # --detector-size 480x640
+    builds = start()
+    assert len(builds) == 3 and "--maxShapes=image:32x480x640x3" in builds[-1]
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1)'\n"
+                   "echo '  MIG 3g.40gb     Device  0: (UUID: MIG-2)'\n")
+    assert len(start()) == 5 and len(list(cache.glob("*-mig-3g-40gb-*.plan"))) == 2
