@@ -159,8 +159,11 @@ def run_worker(threads: int | None = None) -> int:
     sweeper = threading.Thread(target=_sweep_stale, args=(queue, stop), name="stale-sweep", daemon=True)
     sweeper.start()
     log.event("worker_started", threads=threads or settings.workers, pid=os.getpid())
+    # With a drain time, SIGTERM is Huey's graceful stop: no new task, running ones finish (up to the
+    # drain time); whatever still runs then is handed back below, as at once without one.
+    drain = {"graceful_signal": "TERM", "shutdown_timeout": settings.worker_drain_s} if settings.worker_drain_s > 0 else {}
     consumer = queue.huey.create_consumer(workers=threads or settings.workers, worker_type="thread", periodic=True,
-                                    initial_delay=0.1, backoff=1.15, max_delay=1.0, check_worker_health=True)
+                                          initial_delay=0.1, backoff=1.15, max_delay=1.0, check_worker_health=True, **drain)
     try:
         consumer.run()
     finally:

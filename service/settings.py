@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     job_retries: int = Field(2, description="re-runs of a job after a transient failure (server down, storage error)")
     retry_delay_s: float = Field(5.0, description="wait before a retry")
     triton_retry_s: float = Field(30.0, description="how long one job retries an unreachable Triton before the queue retries the job")
+    worker_drain_s: float = Field(0.0, description="on SIGTERM a worker lets its running jobs finish for up to this long, "
+                                                  "then hands the rest back (0 = hand back at once); give its pod a longer grace")
     stale_job_s: float = Field(60.0, description="a running job without a heartbeat for this long is re-queued (its worker died)")
     ops_key: str = Field("", description="operators' key (Authorization: Bearer): /readyz details and per-tenant /metrics; "
                                          "without it those show only what a load balancer or a scraper needs")

@@ -127,11 +127,16 @@ def test_workers_scale_on_the_queue_and_spread_over_every_triton_pod():
     worker = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-worker"))
     assert scaled["apiVersion"] == "keda.sh/v1alpha1" and scaled["spec"]["scaleTargetRef"]["name"] == worker["metadata"]["name"]
     trigger = scaled["spec"]["triggers"][0]
-    # the list KEDA watches is the one Huey pushes jobs onto
-    assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == RedisHuey("lipsync").storage.queue_key
-    for name in ("lip-sync.prod v2", "team_a"):  # Huey keeps only [A-Za-z0-9_] of the name
-        renamed = by_kind(render({"settings": {"LIPSYNC_QUEUE_NAME": name}}), "ScaledObject")[0]
-        assert renamed["spec"]["triggers"][0]["metadata"]["listName"] == RedisHuey(name).storage.queue_key, name
+    # by default on queued + running jobs: busy workers are not scaled in while the queue is empty
+    assert trigger["type"] == "prometheus" and 'status=~"queued|running"' in trigger["metadata"]["query"]
+    assert trigger["metadata"]["threshold"] == "2"  # jobs per worker = its threads
+    pod = worker["spec"]["template"]["spec"]
+    drain = next(e for e in pod["containers"][0]["env"] if e["name"] == "LIPSYNC_WORKER_DRAIN_S")
+    assert pod["terminationGracePeriodSeconds"] > float(drain["value"]) >= 600  # SIGTERM lets a running job finish
+    for name in ("lipsync", "lip-sync.prod v2", "team_a"):  # the redis trigger: Huey keeps only [A-Za-z0-9_] of the name
+        values = {"settings": {"LIPSYNC_QUEUE_NAME": name}, "worker": {"keda": {"trigger": "redis"}}}
+        redis_trigger = by_kind(render(values), "ScaledObject")[0]["spec"]["triggers"][0]
+        assert redis_trigger["type"] == "redis" and redis_trigger["metadata"]["listName"] == RedisHuey(name).storage.queue_key
     env = {e["name"]: e.get("value") for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
     headless = next(s for s in by_kind(docs, "Service") if s["spec"].get("clusterIP") == "None")
     assert env["LIPSYNC_TRITON_URLS"] == f"dns://{headless['metadata']['name']}:8001"

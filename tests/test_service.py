@@ -229,6 +229,24 @@ def test_a_worker_killed_mid_job_leaves_it_to_run_again(triton, media, long_spee
             worker.wait(timeout=60)
 
 
+def test_a_draining_worker_finishes_its_running_job_on_sigterm(triton, media, tmp_path):
+    """LIPSYNC_WORKER_DRAIN_S: a scale-in's SIGTERM does not throw away the work of a running job."""
+    with Service(tmp_path / "data", triton.grpc_url, workers=0, extra_env={"LIPSYNC_WORKER_DRAIN_S": "300"}) as svc:
+        worker = subprocess.Popen([sys.executable, "-m", "lipsync_triton.cli", "worker"], env=svc.env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with svc.client() as api:
+                job_id = submit(api, media["clip"], tone(tmp_path / "speech.wav", 8.0))
+                wait_running(api, job_id)
+                worker.send_signal(signal.SIGTERM)
+                assert worker.wait(timeout=300) == 0
+                view = api.get(f"/v1/jobs/{job_id}").json()
+            assert view["status"] == "succeeded" and view["attempts"] == 1, view  # finished, not handed back
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+
+
 def test_the_service_refuses_to_start_without_keys_unless_local_only(triton, tmp_path):
     base = {**os.environ, "LIPSYNC_DATA_DIR": str(tmp_path / "d"), "LIPSYNC_API_KEYS": "", "LIPSYNC_WORKER_PROCESSES": "0"}
     no_keys = subprocess.run([sys.executable, "-m", "lipsync_triton.cli", "api", "--port", "1"], env=base,
