@@ -202,8 +202,13 @@ def test_compose_files_parse_with_docker_compose():
     dashboard = json.loads((ROOT / "docker" / "grafana" / "dashboards" / "lipsync.json").read_text())
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     for metric in ("nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us", "nv_inference_exec_count",
-                   "lipsync_jobs", "lipsync_queue_depth"):
-        assert metric in exprs
+                   "lipsync_jobs", "lipsync_queue_depth", 'quantile="0.99"', "nv_inference_request_failure",
+                   "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED"):
+        assert metric in exprs, metric
+    assert "clamp_min" not in exprs  # a floor of 1/s made every ratio wrong below one request per second
+    assert "sum by (status) (lipsync_jobs)" not in exprs  # API replicas report the same totals: max, not sum
+    assert all(p["fieldConfig"]["defaults"].get("unit") for p in dashboard["panels"])
+    assert {v["name"] for v in dashboard["templating"]["list"]} >= {"model", "pod"}
 
 
 def test_yamllint_on_every_plain_yaml_file():
