@@ -68,6 +68,7 @@ def test_triton_deployment_gpu_probes_shm_spread_and_budget():
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600  # model load
+    assert container["args"][:2] == ["--", "tritonserver"] and "--metrics-config=summary_latencies=true" in container["args"]
     init = pod["initContainers"][0]  # TensorRT builds run before the server, under their own deadline
     assert init["command"][:2] == ["timeout", "3600"] and init["command"][-1] == "--build-only"
     assert {m["name"] for m in init["volumeMounts"]} == {"models", "engine-cache"}
