@@ -69,14 +69,14 @@ class StreamedBoxes:
 
     def __init__(self, detections: DetectionLog, smooth_window: int, pads: tuple[int, int, int, int], width: int,
                  height: int, source: str, cancel: JobCancel | None = None):
-        self.log = detections
+        self.detections = detections
         self.window = smooth_window  # 1 = no smoothing
         self.pads, self.width, self.height, self.source = pads, width, height, source
         self.cancel = cancel
 
     def box(self, index: int) -> np.ndarray:
         """Frame `index`'s int box x1,y1,x2,y2; waits until the frames it depends on are detected."""
-        log = self.log
+        log = self.detections
         with log.cond:
             while True:
                 if log.error is not None:
@@ -89,7 +89,7 @@ class StreamedBoxes:
                 log.cond.wait(POLL_SECONDS)
 
     def _determined(self, i: int) -> np.ndarray | None:
-        log = self.log
+        log = self.detections
         known, done = len(log.rows), log.done
         if done and not log.found:
             raise LipsyncError(f"no face found in any frame of {self.source}; use a clip with a visible frontal face or pass --box")
@@ -113,7 +113,7 @@ class StreamedBoxes:
 
     def _filled(self, k: int, known: int, done: bool) -> np.ndarray | None:
         """Row k, or the nearest row with a face (the earlier one on a tie), once no later detection can change it."""
-        log = self.log
+        log = self.detections
         row = log.rows[k]
         if not np.isnan(row).any():
             return row

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -73,7 +73,12 @@ class TrackResult:
 
     @property
     def error(self) -> BaseException | None:
-        return self.boxes.log.error if isinstance(self.boxes, StreamedBoxes) else None
+        return self.boxes.detections.error if isinstance(self.boxes, StreamedBoxes) else None
+
+    def run_in_background(self, detect: Callable[[], None]) -> None:
+        """Detection on its own thread; `finish` and `abort` wait for it."""
+        self._thread = threading.Thread(target=detect, name="face-tracking", daemon=True)
+        self._thread.start()
 
     def finish(self) -> None:
         """Wait for background detection (it may go on past the frames generation needed, to fill
@@ -90,75 +95,81 @@ class TrackResult:
             self._thread.join()
 
 
-def _detect(source: FrameSource, pool: TritonPool, spec: TrackingSpec, limit: int | None, batch_size: int,
-            flights: tuple[InFlight, InFlight], timer: StageTimer, progress: ProgressCallback | None, sink: DetectionLog,
-            stop: threading.Event | None = None) -> int:
-    """The followed face's raw box per detected frame into `sink`, for at most `limit` frames; returns
-    the number of detector requests.
+class Detection:
+    """The followed face's raw box per detected frame, into a DetectionLog, for at most `limit` frames.
 
     Candidates are every `spec.detect_every`-th frame (and the last decoded one, so the tail is
     interpolated, not extrapolated); the detector sees the keyframes among them and, where the face
-    moved, more (see coarse_to_fine). Boxes of frames not detected are interpolated by the sink."""
-    letterbox = Letterbox(*spec.detector_size)
-    to_input = letterbox.apply_i420 if source.pix_fmt == "yuv420p" else letterbox.apply
-    follower = FaceFollower(FaceSelector.parse(spec.select))
-    total = limit or source.info.frames or 0
-    step = max(1, spec.detect_every)
-    keyframe_every = max(step, spec.keyframe_every // step * step)  # a multiple of the candidate stride
-    n_requests = 0
+    moved, more (see coarse_to_fine). Boxes of frames not detected are interpolated by the log.
+    `requests` counts the detector requests sent."""
 
-    def sampled():
+    def __init__(self, source: FrameSource, pool: TritonPool, spec: TrackingSpec, limit: int | None, batch_size: int,
+                 timer: StageTimer, stop: threading.Event | None = None):
+        self.source, self.pool, self.spec, self.limit = source, pool, spec, limit
+        self.batch_size, self.timer, self.stop = batch_size, timer, stop
+        self.letterbox = Letterbox(*spec.detector_size)
+        self.step = max(1, spec.detect_every)
+        self.keyframe_every = max(self.step, spec.keyframe_every // self.step * self.step)  # a multiple of the stride
+        self.requests = 0
+
+    def _sampled(self) -> Iterator[tuple[int, np.ndarray, float]]:
         """(frame index, detector image, scale) for each candidate frame."""
+        source, letterbox, step = self.source, self.letterbox, self.step
         if source.plain_video:  # ffmpeg samples, scales and pads: only the candidate frames are piped
             nw, nh, scale = letterbox.fitted(source.info.height, source.info.width)
-            for index, image in source.sampled_frames((nw, nh), (letterbox.width, letterbox.height), step, limit):
+            for index, image in source.sampled_frames((nw, nh), (letterbox.width, letterbox.height), step, self.limit):
                 yield index, image, scale
             return
+        to_input = letterbox.apply_i420 if source.pix_fmt == "yuv420p" else letterbox.apply
         skipped = None  # the newest skipped frame: still valid after the loop (the ring holds two)
-        for index, frame in enumerate(source.frames(ring=2, limit=limit)):
+        for index, frame in enumerate(source.frames(ring=2, limit=self.limit)):
             if index % step:
                 skipped = (index, frame)
                 continue
             skipped = None
-            with timer.stage("detect"):
+            with self.timer.stage("detect"):
                 image, scale = to_input(frame)  # a copy: the ring reuses the frame
             yield index, image, scale
         if skipped is not None:  # the final frame: a candidate so the tail is interpolated
             yield skipped[0], *to_input(skipped[1])
 
-    def candidates():
+    def _candidates(self) -> Iterator[Candidate]:
         # The decoder runs ahead while this thread waits for the detector: decode overlaps inference.
-        for index, image, scale in prefetch(sampled(), 2 * batch_size):
-            if stop is not None and stop.is_set():
+        for index, image, scale in prefetch(self._sampled(), 2 * self.batch_size):
+            if self.stop is not None and self.stop.is_set():
                 raise Cancelled("face detection stopped")
             yield Candidate(index, image, scale)
 
-    def request(part: list[Candidate]) -> tuple:
+    @staticmethod
+    def _request(part: list[Candidate]) -> tuple:
         return DETECTOR_MODEL, {"image": np.stack([c.image for c in part])}, DETECTOR_OUTPUTS
 
-    def faces(part: list[Candidate], out: dict) -> list[np.ndarray]:
-        nonlocal n_requests
-        n_requests += 1
-        return [faces_from_candidates(scores, boxes, c.scale, spec.threshold)
+    def _faces(self, part: list[Candidate], out: dict) -> list[np.ndarray]:
+        self.requests += 1
+        return [faces_from_candidates(scores, boxes, c.scale, self.spec.threshold)
                 for c, scores, boxes in zip(part, out["scores"], out["boxes"])]
 
-    keyframe_flight, refine_flight = flights
+    def run(self, flights: tuple[InFlight, InFlight], sink: DetectionLog, progress: ProgressCallback | None) -> None:
+        keyframe_flight, refine_flight = flights
+        infer, request, size = self.pool.infer, self._request, self.batch_size
 
-    def detect_ahead(chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, list[np.ndarray]]]:
-        for chunk, out in keyframe_flight.map(pool.infer, ((request(c.keys), c) for c in chunks)):
-            yield chunk, faces(chunk.keys, out)
+        def detect_ahead(chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, list[np.ndarray]]]:
+            for chunk, out in keyframe_flight.map(infer, ((request(c.keys), c) for c in chunks)):
+                yield chunk, self._faces(chunk.keys, out)
 
-    def detect(batch: list[Candidate]) -> list[np.ndarray]:
-        parts = (batch[i:i + batch_size] for i in range(0, len(batch), batch_size))
-        return [f for part, out in refine_flight.map(pool.infer, ((request(p), p) for p in parts)) for f in faces(part, out)]
+        def detect(batch: list[Candidate]) -> list[np.ndarray]:
+            parts = (batch[i:i + size] for i in range(0, len(batch), size))
+            return [f for part, out in refine_flight.map(infer, ((request(p), p) for p in parts)) for f in self._faces(part, out)]
 
-    # A chunk's keyframes are one request; with keyframes far apart, fewer per chunk bound the frames held.
-    chunk_keyframes = max(1, min(batch_size, 2 * batch_size * step // keyframe_every))
-    for index, found in coarse_to_fine(candidates(), detect, detect_ahead, follower, keyframe_every, spec.motion, chunk_keyframes):
-        sink.add(index, follower.next(found, index))
-        if progress:
-            progress(index + 1, max(total, index + 1))
-    return n_requests
+        follower = FaceFollower(FaceSelector.parse(self.spec.select))
+        total = self.limit or self.source.info.frames or 0
+        # A chunk's keyframes are one request; with keyframes far apart, fewer per chunk bound the frames held.
+        chunk_keyframes = max(1, min(size, 2 * size * self.step // self.keyframe_every))
+        for index, found in coarse_to_fine(self._candidates(), detect, detect_ahead, follower, self.keyframe_every,
+                                           self.spec.motion, chunk_keyframes):
+            sink.add(index, follower.next(found, index))
+            if progress:
+                progress(index + 1, max(total, index + 1))
 
 
 def boxes_from_detections(raw: np.ndarray, spec: TrackingSpec, width: int, height: int, source: str) -> tuple[np.ndarray, int]:
@@ -195,9 +206,10 @@ def track_faces(source: FrameSource, pool: TritonPool, spec: TrackingSpec, *, fr
     def run() -> None:
         try:
             # Keyframe chunks run KEYFRAME_CHUNKS_AHEAD requests ahead of the refinement (bounds the frames held).
+            detection = Detection(source, pool, spec, limit, batch_size, timer, stop)
             with InFlight(KEYFRAME_CHUNKS_AHEAD, cancel, "keyframes") as ahead, InFlight(in_flight, cancel, "refine") as refine:
-                result.detector_requests = _detect(source, pool, spec, limit, batch_size, (ahead, refine), timer, progress,
-                                                   detections, stop)
+                detection.run((ahead, refine), detections, progress)
+            result.detector_requests = detection.requests
             raw = detections.raw()
             result.filled = int(np.isnan(raw).any(axis=1).sum())
             if cache is not None and len(raw):
@@ -209,6 +221,5 @@ def track_faces(source: FrameSource, pool: TritonPool, spec: TrackingSpec, *, fr
         except BaseException as exc:  # handed to the generating thread through box()/finish()
             detections.finish(exc)
 
-    result._thread = threading.Thread(target=run, name="face-tracking", daemon=True)
-    result._thread.start()
+    result.run_in_background(run)
     return result

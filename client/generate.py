@@ -38,7 +38,7 @@ from .triton_client import DETECTOR_MODEL, WAV2LIP_MODEL, Cancelled, TritonPool
 class GenerateResult:
     outfile: str
     frames: int
-    fps: float
+    video_fps: float  # the output video's frame rate (throughput is frames_per_second)
     width: int
     height: int
     seconds: float
@@ -163,7 +163,7 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
         raise
     seconds = time.monotonic() - started
     result = GenerateResult(
-        outfile=str(outfile), frames=n_frames, fps=source.fps, width=source.width, height=source.height,
+        outfile=str(outfile), frames=n_frames, video_fps=source.fps, width=source.width, height=source.height,
         seconds=round(seconds, 3), frames_per_second=round(n_frames / seconds, 3), cache_hit=tracked.cache_hit,
         frames_without_face=tracked.filled, detector_requests=tracked.detector_requests, wav2lip_requests=wav_requests,
         stages=timer.as_dict(),

@@ -40,7 +40,7 @@ class FrameTransform:
         return np.ascontiguousarray(frame)
 
     @property
-    def identity(self) -> bool:
+    def is_noop(self) -> bool:
         return self.resize_factor <= 1 and not self.rotate and tuple(self.crop) == (0, -1, 0, -1)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
@@ -89,7 +89,7 @@ class FrameSource:
             self.width, self.height = self.width + self.width % 2, self.height + self.height % 2
             # I420 straight from the decoder when nothing is to be transformed (the usual case);
             # otherwise the transform works on BGR and the result is converted.
-            self._native_i420 = transform.identity and (self.width, self.height) == (self.info.width, self.info.height)
+            self._native_i420 = transform.is_noop and (self.width, self.height) == (self.info.width, self.info.height)
 
     def frames(self, ring: int = 0, limit: int | None = None) -> Iterator[np.ndarray]:
         """Decoded frames in order (at most `limit`). With `ring` > 0 frames are decoded into `ring`
@@ -137,7 +137,7 @@ class FrameSource:
     @property
     def plain_video(self) -> bool:
         """A video whose frames need no transform: ffmpeg can scale and sample them itself."""
-        return not self.still and self.transform.identity
+        return not self.still and self.transform.is_noop
 
     def sampled_frames(self, scaled: tuple[int, int], padded: tuple[int, int], step: int,
                        limit: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
