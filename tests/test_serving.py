@@ -102,13 +102,15 @@ def _compute_ns(url, model):
 
 
 def test_the_first_request_after_ready_is_already_warm(exported_repo, tmp_path):
-    """Warm-up happens before READY: the first user request costs what later ones do (server-side
-    compute time, so gRPC and client jitter do not count), within 2x."""
+    """Warm-up runs before READY: the model's first execution is logged before Triton reports the
+    model loaded (the exact check), and the first user request then costs about what later ones do
+    (server-side compute time, within 4x: a coarse check, since a loaded 2-core machine gave 2.7x)."""
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copytree(exported_repo / "face_detector", repo / "face_detector")
     image = np.random.default_rng(5).integers(0, 256, (4, 384, 640, 3), dtype=np.uint8)
-    with TritonServer(repo) as server:
+    log = tmp_path / "tritonserver.log"
+    with TritonServer(repo, log_path=log) as server:
         url = server.grpc_url
 
         def timed_request():
@@ -121,7 +123,10 @@ def test_the_first_request_after_ready_is_already_warm(exported_repo, tmp_path):
 
         first = timed_request()
         steady = sorted(timed_request() for _ in range(5))[2]
-    assert first <= 2.0 * steady, f"first request {first / 1e6:.1f} ms vs steady {steady / 1e6:.1f} ms"
+    text = log.read_text()
+    warmed, loaded = text.find("face_detector: first execution"), text.find("successfully loaded 'face_detector'")
+    assert 0 <= warmed < loaded, "the model's first execution was not the warm-up before READY"
+    assert first <= 4.0 * steady, f"first request {first / 1e6:.1f} ms vs steady {steady / 1e6:.1f} ms"
 
 
 def _broken_repo(exported_repo, tmp_path):
