@@ -22,7 +22,7 @@ import soxr
 from lipsync_triton.errors import LipsyncError
 from .ffmpeg_pipe import FfmpegProcess
 from .media_input import MediaLimits, input_args
-from .media_probe import MediaInfo, media_seconds, probe_media
+from .media_probe import MediaInfo, check_length, probe_media
 from .mel import HOP, SAMPLE_RATE, mel_from_chunks
 
 CHUNK_SECONDS = 10.0
@@ -49,8 +49,7 @@ def _decoded(path: str | Path, chunk_seconds: float, limits: MediaLimits = Media
         limits.check_seconds(str(path), pcm.duration)
         return _bounded(_in_process_chunks(path, chunk_seconds), path, limits), pcm.duration
     info = _checked_audio(path)
-    if limits.max_seconds is not None:
-        limits.check_seconds(str(path), media_seconds(info, limits.max_seconds))
+    check_length(info, limits, str(path))
     return _bounded(_ffmpeg_chunks(path, chunk_seconds, info), path, limits), info.audio_duration or info.duration
 
 

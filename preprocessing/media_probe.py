@@ -13,7 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from lipsync_triton.errors import LipsyncError
-from .media_input import input_args, one_line_reason
+from .media_input import MediaLimits, input_args, one_line_reason
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -121,3 +121,9 @@ def media_seconds(info: MediaInfo, cap: float | None = None) -> float:
         return max(0.0, int(times[-1]) / 1e6) if times else 0.0
     except ValueError:  # "N/A" when no packet carried a timestamp
         return 0.0
+
+
+def check_length(info: MediaInfo, limits: MediaLimits, what: str) -> None:
+    """The file's length (stated, or measured when it states none) against the limit, if there is one."""
+    if limits.max_seconds is not None:
+        limits.check_seconds(what, media_seconds(info, limits.max_seconds))

@@ -14,7 +14,7 @@ from lipsync_triton.errors import LipsyncError
 from . import i420
 from .ffmpeg_pipe import FfmpegProcess
 from .media_input import MediaLimits, input_args
-from .media_probe import MediaInfo, media_seconds, probe_media
+from .media_probe import MediaInfo, check_length, probe_media
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,7 @@ class FrameSource:
         self.fps = fps if self.info.is_image or not self.info.fps else self.info.fps
         if not self.info.is_image:
             limits.check_fps(str(self.path), self.fps)
-            if limits.max_seconds is not None:
-                limits.check_seconds(str(self.path), media_seconds(self.info, limits.max_seconds))
+            check_length(self.info, limits, str(self.path))
         self._native_i420 = False  # decided below, once the output size is known
         self._still_frame: np.ndarray | None = self._read_still() if self.still else None
         if self._still_frame is not None:

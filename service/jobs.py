@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.preprocessing.media_input import MediaTooLong
-from lipsync_triton.preprocessing.media_probe import media_seconds, probe_media
+from lipsync_triton.preprocessing.media_probe import check_length, probe_media
 from .db import ACTIVE, Batch, Job, JobStatus, lock_tenant, new_id, utcnow
 from . import storage_keys as keys
 from .job_options import JobOptions
@@ -63,7 +63,7 @@ def check_inputs(face: Path, audio: Path, settings: Settings) -> None:
         raise InputError("audio holds no audio stream; upload a speech track")
     for what, info in (("face", face_info), ("audio", audio_info)):
         try:
-            limits.check_seconds(what, media_seconds(info, limits.max_seconds))
+            check_length(info, limits, what)
         except MediaTooLong as exc:
             raise InputError(str(exc), 413) from None
 
