@@ -148,6 +148,27 @@ def test_profiles_share_names_tensors_shapes_and_batch_sizes():
     assert 'backend: "onnxruntime"' in gpu["wav2lip"] and 'name: "tensorrt"' in gpu["wav2lip"]
 
 
+def test_gpu_accelerator_builds_one_engine_for_every_batch_and_caches_it_in_the_engine_volume():
+    """Without explicit profile shapes ONNX Runtime's TensorRT accelerator builds an engine per new
+    batch size; with its cache in /tmp every pod start rebuilds them all."""
+    import re
+
+    from lipsync_triton.export.model_config import ENGINE_CACHE_DIR
+
+    for cfg in model_configs("gpu", detector_size=(256, 320)):
+        text = cfg.to_pbtxt()
+        params = dict(re.findall(r'parameters \{ key: "(\w+)" value: "([^"]*)" \}', text))
+        m = cfg.model
+        assert params["trt_engine_cache_path"] == f"{ENGINE_CACHE_DIR}/onnxruntime-trt/{m.name}"
+        assert params["trt_timing_cache_path"].startswith(ENGINE_CACHE_DIR + "/")
+        dims = {"wav2lip": ["mel:{}x80x16", "face:{}x96x96x3"], "face_detector": ["image:{}x256x320x3"]}[m.name]
+        for key, batch in (("min", 1), ("opt", m.max_batch_size // 2), ("max", m.max_batch_size)):
+            assert params[f"trt_profile_{key}_shapes"] == ",".join(d.format(batch) for d in dims), (m.name, key)
+    # the GPU image and the chart mount their engine volume at the same path
+    assert f"ENGINE_CACHE={ENGINE_CACHE_DIR}" in (ROOT / "docker" / "Dockerfile.triton-gpu").read_text()
+    assert f"mountPath: {ENGINE_CACHE_DIR}}}" in (ROOT / "deploy" / "helm" / "lipsync" / "templates" / "triton.yaml").read_text()
+
+
 def test_gpu_export_without_tensorrt_falls_back_to_the_accelerator(tmp_path):
     report = export_repository(ExportOptions(out=tmp_path / "gpu", profile="gpu", random_weights=True, fp16=True))
     assert "TensorRT accelerator" in report.tensorrt or "TensorRT found" in report.tensorrt
