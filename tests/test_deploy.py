@@ -71,7 +71,7 @@ def test_triton_deployment_gpu_probes_shm_spread_and_budget():
     assert container["args"][:2] == ["--", "tritonserver"] and "--metrics-config=summary_latencies=true" in container["args"]
     init = pod["initContainers"][0]  # TensorRT builds run before the server, under their own deadline
     assert init["command"][:2] == ["timeout", "3600"] and init["command"][-1] == "--build-only"
-    assert {m["name"] for m in init["volumeMounts"]} == {"models", "engine-cache"}
+    assert {m["name"] for m in init["volumeMounts"]} == {"models", "engine-cache", "tmp"}
     shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
     assert shm["emptyDir"]["medium"] == "Memory"
     assert any(m["mountPath"] == "/dev/shm" for m in container["volumeMounts"])
@@ -143,29 +143,150 @@ def test_workers_scale_on_the_queue_and_spread_over_every_triton_pod():
     assert env["LIPSYNC_TRITON_URLS"] == f"dns://{headless['metadata']['name']}:8001"
 
 
-def test_only_the_apps_pods_reach_triton_and_the_app_runs_unprivileged():
+def _policy(docs: list[dict], suffix: str) -> dict:
+    return next(d for d in by_kind(docs, "NetworkPolicy") if d["metadata"]["name"].endswith(suffix))
+
+
+def _pod_labels(docs: list[dict]) -> dict[str, dict]:
+    """component -> the labels of its pods, for every workload of the release."""
+    out = {}
+    for workload in by_kind(docs, "Deployment") + by_kind(docs, "Job") + by_kind(docs, "CronJob"):
+        template = workload["spec"].get("jobTemplate", workload)["spec"]["template"]
+        out[template["metadata"]["labels"]["app.kubernetes.io/component"]] = template["metadata"]["labels"]
+    return out
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    """Kubernetes label-selector semantics (matchLabels + In expressions), enough for this chart."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    return all(labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", []) if e["operator"] == "In")
+
+
+def test_network_policies_deny_by_default_and_admit_only_the_traffic_each_pod_needs():
     docs = render(FULL)
-    policy = by_kind(docs, "NetworkPolicy")[0]
-    grpc_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 8001)
-    components = next(e for e in grpc_rule["from"][0]["podSelector"]["matchExpressions"] if e["key"] == "app.kubernetes.io/component")
-    assert sorted(components["values"]) == ["api", "batch", "worker"]  # the API probes Triton for /readyz
+    pods = _pod_labels(docs)
+    assert set(pods) == {"api", "worker", "triton", "retention", "batch"}
+    deny = _policy(docs, "-default-deny")["spec"]
+    assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
+    assert all(_selects(deny["podSelector"], labels) for labels in pods.values())  # every pod starts from deny
+
+    triton = _policy(docs, "-triton")["spec"]
+    grpc_rule = next(r for r in triton["ingress"] if r["ports"][0]["port"] == 8001)
+    callers = {c for c, labels in pods.items() if _selects(grpc_rule["from"][0]["podSelector"], labels)}
+    assert callers == {"api", "worker", "batch"}  # the API probes Triton for /readyz; retention never calls it
+    assert [r["ports"] for r in triton["egress"]] == [[{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]]  # DNS only by default
+
+    app = _policy(docs, "-app-egress")["spec"]
+    assert {c for c, labels in pods.items() if _selects(app["podSelector"], labels)} == {"api", "worker", "retention", "batch"}
+    to_triton = next(r for r in app["egress"] if r["ports"] == [{"port": 8001, "protocol": "TCP"}])
+    assert _selects(to_triton["to"][0]["podSelector"], pods["triton"])
+    assert {p["port"] for r in app["egress"] for p in r["ports"]} >= {53, 8001, 5432, 6379, 9000}
+    assert _policy(docs, "-api")["spec"]["ingress"] == [{"ports": [{"port": 7860, "protocol": "TCP"}]}]
+    s3 = render({"networkPolicy": {"tritonEgress": [{"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 9000}]}]}})
+    assert _policy(s3, "-triton")["spec"]["egress"][-1]["to"][0]["ipBlock"]["cidr"] == "10.20.0.0/16"
+
+
+# Pod Security Standards (kubernetes.io/docs/concepts/security/pod-security-standards), the
+# controls of "baseline" and "restricted" as the admission controller applies them to a pod spec.
+SAFE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+                     "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+                "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+                "net.ipv4.tcp_keepalive_probes"}
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+
+
+def pod_security_violations(pod: dict) -> list[str]:
+    """Every baseline and restricted control the pod spec breaks (empty = passes "restricted")."""
+    bad = []
+    pod_ctx = pod.get("securityContext", {})
+    containers = pod.get("containers", []) + pod.get("initContainers", [])
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            bad.append(key)
+    for volume in pod.get("volumes", []):
+        kind = next(k for k in volume if k != "name")
+        if kind == "hostPath" or kind not in RESTRICTED_VOLUMES:
+            bad.append(f"volume {volume['name']}: {kind}")
+    bad += [f"sysctl {s['name']}" for s in pod_ctx.get("sysctls", []) if s["name"] not in SAFE_SYSCTLS]
+    for c in containers:
+        ctx = {**pod_ctx, **c.get("securityContext", {})}
+        name = c["name"]
+        if ctx.get("privileged") or ctx.get("windowsOptions", {}).get("hostProcess"):
+            bad.append(f"{name}: privileged")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            bad.append(f"{name}: hostPort")
+        caps = c.get("securityContext", {}).get("capabilities", {})
+        if set(caps.get("add", [])) - ({"NET_BIND_SERVICE"} & SAFE_CAPABILITIES):
+            bad.append(f"{name}: adds capabilities")
+        if "ALL" not in caps.get("drop", []):
+            bad.append(f"{name}: does not drop ALL capabilities")
+        if ctx.get("procMount", "Default") != "Default" or ctx.get("seLinuxOptions", {}).get("user"):
+            bad.append(f"{name}: procMount/seLinux")
+        if ctx.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
+            bad.append(f"{name}: seccomp")
+        if ctx.get("allowPrivilegeEscalation") is not False:
+            bad.append(f"{name}: allowPrivilegeEscalation")
+        if ctx.get("runAsNonRoot") is not True or ctx.get("runAsUser") == 0:
+            bad.append(f"{name}: may run as root")
+    return bad
+
+
+@pytest.mark.parametrize("values", [{}, FULL, {"triton": {"modelRepository": {"url": "s3://minio:9000/lipsync/repo"}, "engineCache": {"pvc": ""}}}],
+                         ids=["defaults", "batch-and-secrets", "s3-repository"])
+def test_every_pod_passes_pod_security_restricted_and_triton_gets_only_storage_credentials(values):
+    docs = render(values)
     for account in by_kind(docs, "ServiceAccount"):
         assert account["automountServiceAccountToken"] is False
-    for workload in by_kind(docs, "Deployment") + by_kind(docs, "Job"):
-        spec = workload["spec"]["template"]["spec"]
-        if workload["metadata"]["name"].endswith("-triton"):
-            continue
-        assert spec["securityContext"]["runAsNonRoot"] is True
-        assert spec["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
-    kinds = {d["kind"] for d in docs}
-    assert {"CronJob", "Job", "Secret"} <= kinds
+    for workload in by_kind(docs, "Deployment") + by_kind(docs, "Job") + by_kind(docs, "CronJob"):
+        pod = workload["spec"].get("jobTemplate", workload)["spec"]["template"]["spec"]
+        assert pod_security_violations(pod) == [], workload["metadata"]["name"]
+        for c in pod["containers"] + pod.get("initContainers", []):
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+            assert any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", []))  # the only writable scratch space
+    triton = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-triton"))
+    container = triton["spec"]["template"]["spec"]["containers"][0]
+    assert triton["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 1000  # triton-server in NVIDIA's image
+    assert "envFrom" not in container  # never the app's database URL or API keys
+    secret_keys = {e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"] if "valueFrom" in e}
+    reads_s3 = bool(values.get("triton", {}).get("modelRepository", {}).get("url"))
+    assert secret_keys == ({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} if reads_s3 else set())
 
 
-def test_kserve_alternative_uses_the_triton_runtime():
-    service = yaml.safe_load((ROOT / "deploy" / "kserve" / "inferenceservice.yaml").read_text())
-    assert service["apiVersion"] == "serving.kserve.io/v1beta1" and service["kind"] == "InferenceService"
-    triton = service["spec"]["predictor"]["triton"]
+def test_the_pod_security_check_catches_what_baseline_forbids():
+    """The checker above must fail the pods the standard refuses, or its passes mean nothing."""
+    good = {"securityContext": {"runAsNonRoot": True, "runAsUser": 5, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}],
+            "volumes": [{"name": "v", "emptyDir": {}}]}
+    assert pod_security_violations(good) == []
+    broken = [{"hostNetwork": True}, {"volumes": [{"name": "h", "hostPath": {"path": "/var"}}]},
+              {"containers": [{"name": "c", "securityContext": {"privileged": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]},
+              {"containers": [{"name": "c", "ports": [{"hostPort": 80}], "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]},
+              {"containers": [{"name": "c", "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"add": ["SYS_ADMIN"], "drop": ["ALL"]}}}]},
+              {"securityContext": {"runAsNonRoot": False, "seccompProfile": {"type": "RuntimeDefault"}}}]
+    for change in broken:
+        assert pod_security_violations({**good, **change}), change
+
+
+def test_kserve_alternative_uses_the_triton_runtime_with_s3_credentials_and_metrics():
+    import kubernetes_validate
+
+    docs = {d["kind"]: d for d in yaml.safe_load_all((ROOT / "deploy" / "kserve" / "inferenceservice.yaml").read_text())}
+    service = docs["InferenceService"]
+    assert service["apiVersion"] == "serving.kserve.io/v1beta1"
+    predictor = service["spec"]["predictor"]
+    triton = predictor["triton"]
     assert triton["storageUri"].startswith("s3://") and triton["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    # the storage initializer's credentials: service account -> Secret with KServe's S3 annotations
+    assert predictor["serviceAccountName"] == docs["ServiceAccount"]["metadata"]["name"]
+    assert docs["ServiceAccount"]["secrets"] == [{"name": docs["Secret"]["metadata"]["name"]}]
+    assert {"serving.kserve.io/s3-endpoint", "serving.kserve.io/s3-region"} <= set(docs["Secret"]["metadata"]["annotations"])
+    annotations = service["metadata"]["annotations"]
+    assert annotations["prometheus.kserve.io/port"] == "8002" and "--metrics-port=8002" in triton["args"]
+    for kind in ("Secret", "ServiceAccount"):
+        kubernetes_validate.validate(docs[kind], KUBE_VERSION, strict=True)
 
 
 def test_hadolint_passes_on_every_dockerfile():
@@ -295,3 +416,21 @@ for a in "$@"; do case "$a" in --saveEngine=*) echo plan > "${{a#--saveEngine=}}
     smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1)'\n"
                    "echo '  MIG 3g.40gb     Device  0: (UUID: MIG-2)'\n")
     assert len(start()) == 5 and len(list(cache.glob("*-mig-3g-40gb-*.plan"))) == 2
+
+
+def test_scale_to_zero_and_gpu_sharing_knobs():
+    docs = render()
+    assert by_kind(docs, "ScaledObject")[0]["spec"]["minReplicaCount"] == 0  # workers: no job, no pod
+    zero = render({"triton": {"autoscaling": {"scaleToZero": True}, "runtimeClassName": "nvidia",
+                              "resources": {"limits": {"nvidia.com/mig-3g.40gb": 1, "memory": "16Gi"}}}})
+    triton = next(d for d in by_kind(zero, "Deployment") if d["metadata"]["name"].endswith("-triton"))
+    assert "replicas" not in triton["spec"] and triton["spec"]["template"]["spec"]["runtimeClassName"] == "nvidia"
+    assert triton["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/mig-3g.40gb"] == 1
+    assert not by_kind(zero, "HorizontalPodAutoscaler")  # KEDA owns the count instead (an HPA cannot reach 0)
+    scaled = next(s for s in by_kind(zero, "ScaledObject") if s["spec"]["scaleTargetRef"]["name"] == triton["metadata"]["name"])
+    assert scaled["spec"]["minReplicaCount"] == 0
+    queries = [t["metadata"]["query"] for t in scaled["spec"]["triggers"]]
+    assert "nv_inference_queue_duration_us" in queries[0]
+    worker_query = next(s for s in by_kind(zero, "ScaledObject") if s is not scaled)["spec"]["triggers"][0]["metadata"]["query"]
+    assert queries[1] == worker_query  # the first queued job wakes Triton as it wakes a worker
+    assert scaled["spec"]["triggers"][1]["metadata"]["activationThreshold"] == "0"

@@ -36,11 +36,15 @@ dns://{{ include "lipsync.fullname" . }}-triton-headless:8001
     name: {{ .Values.secrets.name }}
 {{- end -}}
 
+{{/* Pod Security "restricted": non-root, no privilege escalation, no capabilities, RuntimeDefault
+seccomp. The uid is the image's own user (10001 in ours, 1000 = triton-server in NVIDIA's). */}}
 {{- define "lipsync.podSecurity" -}}
+{{- $uid := .uid | default 10001 }}
 runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-fsGroup: 10001
+runAsUser: {{ $uid }}
+runAsGroup: {{ $uid }}
+fsGroup: {{ $uid }}
+fsGroupChangePolicy: OnRootMismatch
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
@@ -50,4 +54,20 @@ allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities:
   drop: ["ALL"]
+{{- end -}}
+
+{{- define "lipsync.dnsEgress" -}}
+- to:
+    - namespaceSelector: {}
+      podSelector:
+        matchLabels: {k8s-app: kube-dns}
+  ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+{{- end -}}
+
+{{/* Queued + running jobs. Every API replica reports the same totals (from the database): one
+replica's sum, not their sum. */}}
+{{- define "lipsync.activeJobsQuery" -}}
+max(sum by (pod) (lipsync_jobs{status=~"queued|running", namespace="{{ .Release.Namespace }}"})) or vector(0)
 {{- end -}}
