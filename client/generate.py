@@ -93,7 +93,8 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
     selector = FaceSelector.parse(opts.face_select)
     transform = FrameTransform(opts.resize_factor, tuple(opts.crop), opts.rotate)
     job_cancel = JobCancel(cancel)
-    pool = TritonPool(urls, retry_seconds=opts.retry_seconds, request_timeout=opts.request_timeout, cancel=job_cancel)
+    pool = TritonPool(urls, retry_seconds=opts.retry_seconds, request_timeout=opts.request_timeout, cancel=job_cancel,
+                      traceparent=opts.traceparent)
     # The video's probe and the servers' checks run while the speech is decoded (each ffmpeg or
     # ffprobe start costs ~80 ms, and the server idles until the first request).
     with ThreadPoolExecutor(2, thread_name_prefix="job-start") as start:

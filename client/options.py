@@ -73,6 +73,7 @@ class GenerateOptions:
     preset: str = "veryfast"
     x264_params: str = DEFAULT_X264_PARAMS
     limits: MediaLimits = field(default_factory=MediaLimits.from_env)  # what the input files may declare
+    traceparent: str | None = None  # W3C trace context sent to Triton with every request (lipsync_triton.tracing)
 
 
 @dataclass(frozen=True)

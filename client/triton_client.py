@@ -78,7 +78,7 @@ class TritonPool:
     """Thread-safe inference over one or more Triton gRPC endpoints."""
 
     def __init__(self, urls: list[str] | str, retry_seconds: float = 120.0, request_timeout: float = 120.0,
-                 cancel: JobCancel | threading.Event | None = None):
+                 cancel: JobCancel | threading.Event | None = None, traceparent: str | None = None):
         targets = [urls] if isinstance(urls, str) else list(urls)
         if not targets:
             raise LipsyncError("no Triton server URL given; pass --url HOST:PORT")
@@ -91,6 +91,8 @@ class TritonPool:
         # A bare Event (a caller's) is wrapped so that this pool never sets it.
         self.cancel = cancel if isinstance(cancel, JobCancel) else JobCancel(cancel)
         self._local = threading.local()
+        # W3C trace context sent with every request: Triton's OpenTelemetry spans join the job's trace.
+        self.headers = {"traceparent": traceparent} if traceparent else None
 
     @property
     def urls(self) -> list[str]:
@@ -205,7 +207,8 @@ class TritonPool:
             outcome["result"], outcome["error"] = result, error
             done.set()
 
-        call = self._client(url).async_infer(model, tensors, on_done, outputs=requested, client_timeout=self.request_timeout)
+        call = self._client(url).async_infer(model, tensors, on_done, outputs=requested, client_timeout=self.request_timeout,
+                                            headers=self.headers)
         while not done.wait(POLL_SECONDS):
             if self.cancel.is_set():
                 call.cancel()

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.preprocessing.media_input import MediaTooLong
 from lipsync_triton.preprocessing.media_probe import check_length, probe_media
+from lipsync_triton.tracing import new_traceparent, trace_id
 from .db import ACTIVE, Batch, Job, JobStatus, lock_tenant, new_id, utcnow
 from . import storage_keys as keys
 from .job_options import JobOptions
@@ -82,32 +83,63 @@ def check_capacity(session: Session, tenant: str, settings: Settings, adding: in
                          "per tenant (LIPSYNC_MAX_ACTIVE_JOBS_PER_TENANT): wait for some to finish", 429)
 
 
-def admit(session: Session, storage: Storage, settings: Settings, tenant: str, jobs: list[Job], batch: Batch | None = None) -> None:
+def admit(session: Session, storage: Storage, settings: Settings, tenant: str, jobs: list[Job],
+          batch: Batch | None = None) -> Job | None:
     """Count the tenant's active jobs and insert the new ones as ONE step (parallel submits cannot
     all pass the limit): the tenant's admissions are serialised by a lock held until the commit.
-    A refused request's stored inputs are deleted."""
+    A refused request's stored inputs are deleted. A single job whose Idempotency-Key the tenant
+    already used is not added: the earlier job is returned (checked under the same lock, so two
+    concurrent retries make one job)."""
     session.commit()  # end any earlier read: the lock must be the transaction's first statement
-    try:
-        lock_tenant(session, tenant)
-        check_capacity(session, tenant, settings, adding=sum(job.status in ACTIVE for job in jobs))
-    except InputError:
-        session.rollback()
+
+    def discard_inputs() -> None:
         for job in jobs:
             if job.face_key:
                 storage.delete(keys.job_inputs(tenant, job.id))
+
+    try:
+        lock_tenant(session, tenant)
+        earlier = job_for_key(session, tenant, jobs[0].idempotency_key) if len(jobs) == 1 else None
+        if earlier is None:
+            check_capacity(session, tenant, settings, adding=sum(job.status in ACTIVE for job in jobs))
+    except InputError:
+        session.rollback()
+        discard_inputs()
         raise
+    if earlier is not None:
+        session.commit()
+        discard_inputs()
+        return earlier
     session.add_all(([batch] if batch is not None else []) + jobs)
     session.commit()
+    return None
+
+
+def job_for_key(session: Session, tenant: str, key: str | None) -> Job | None:
+    """The tenant's job submitted with this Idempotency-Key, if any."""
+    if not key:
+        return None
+    return session.scalars(select(Job).where(Job.tenant == tenant, Job.idempotency_key == key)).first()
+
+
+def check_idempotency_key(value: str | None) -> str | None:
+    """A client's Idempotency-Key: 1..200 printable ASCII characters (a UUID is typical)."""
+    if value is None:
+        return None
+    if not re.fullmatch(r"[\x21-\x7e]{1,200}", value):
+        raise InputError("the Idempotency-Key header must be 1 to 200 printable ASCII characters without spaces (a UUID, say)")
+    return value
 
 
 def new_job(session: Session, storage: Storage, settings: Settings, tenant: str, face: Path, audio: Path,
             options: JobOptions, name: str, *, batch_id: str | None = None, item: int | None = None,
-            webhook_url: str | None = None, fail_softly: bool = False) -> Job:
+            webhook_url: str | None = None, fail_softly: bool = False, traceparent: str | None = None,
+            idempotency_key: str | None = None) -> Job:
     """A queued job (not yet added: see `admit`) with its inputs stored; with `fail_softly` (batch items) a bad input gives a
     failed job instead of an error, so one bad item never stops the rest."""
     job = Job(id=new_id(), tenant=tenant, batch_id=batch_id, item=item, name=name, status=JobStatus.QUEUED, progress=0.0,
               options=options.model_dump(mode="json"), webhook_url=webhook_url, attempts=0, cancel_requested=False,
-              created_at=utcnow())
+              created_at=utcnow(), traceparent=traceparent or new_traceparent(), idempotency_key=idempotency_key)
     try:
         check_inputs(face, audio, settings)
     except InputError as exc:
@@ -168,7 +200,8 @@ def job_view(job: Job) -> dict:
     view = {"id": job.id, "status": job.status, "progress": round(job.progress or 0.0, 4), "error": job.error,
             "name": job.name, "batch_id": job.batch_id, "item": job.item, "options": job.options, "attempts": job.attempts,
             "frames": job.frames, "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
-            "finished_at": _iso(job.finished_at), "timings": timings, "links": {"self": base, "cancel": f"{base}/cancel"}}
+            "finished_at": _iso(job.finished_at), "timings": timings, "links": {"self": base, "cancel": f"{base}/cancel"},
+            "trace_id": trace_id(job.traceparent) if job.traceparent else None}
     if job.status == JobStatus.SUCCEEDED:
         view["links"] |= {"result": f"{base}/result", "thumbnail": f"{base}/thumbnail"}
     return view

@@ -4,7 +4,7 @@ from __future__ import annotations
 import inspect
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from sqlalchemy import select
 
@@ -14,7 +14,9 @@ from . import storage_keys as keys
 from .db import Job, JobStatus
 from .deps import DB, Svc, Tenant, Work
 from .job_options import JobOptions
-from .jobs import InputError, admit, check_capacity, display_name, job_view, new_job, request_cancel, tenant_job
+from lipsync_triton.tracing import valid_traceparent
+from .jobs import (InputError, admit, check_capacity, check_idempotency_key, display_name, job_for_key, job_view, new_job,
+                   request_cancel, tenant_job)
 from .uploads import enqueue, fetch_url, save
 from .webhooks import check_webhook
 
@@ -38,7 +40,15 @@ def submit_job(svc: Svc, who: Tenant, db: DB, work: Work,
                face: Annotated[UploadFile | None, File(description="presenter video or photo")] = None,
                audio: Annotated[UploadFile | None, File(description="speech (any audio or video file)")] = None,
                face_url: Annotated[str | None, Form()] = None, audio_url: Annotated[str | None, Form()] = None,
-               webhook_url: Annotated[str | None, Form()] = None, **option_fields: str | None):
+               webhook_url: Annotated[str | None, Form()] = None,
+               idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description=(
+                   "a key of yours (a UUID) naming this submission: a retry with the same key returns the first job "
+                   "instead of making a second"))] = None,
+               traceparent: Annotated[str | None, Header(description="W3C trace context: Triton's spans join this trace")] = None,
+               **option_fields: str | None):
+    key = check_idempotency_key(idempotency_key)
+    if (earlier := job_for_key(db, who, key)) is not None:
+        return _accepted(earlier, replayed=True)
     options = JobOptions.parse(option_fields)
     hook = check_webhook(webhook_url, svc.settings)
     face_path = save(face, work / "face") if face else fetch_url(svc, face_url, who, work / "face") if face_url else None
@@ -47,10 +57,19 @@ def submit_job(svc: Svc, who: Tenant, db: DB, work: Work,
         raise InputError("send both a face (file or face_url) and an audio (file or audio_url)")
     check_capacity(db, who, svc.settings)
     job = new_job(db, svc.storage, svc.settings, who, face_path, audio_path, options,
-                  display_name(face.filename if face else face_url, "presenter"), webhook_url=hook)
-    admit(db, svc.storage, svc.settings, who, [job])
+                  display_name(face.filename if face else face_url, "presenter"), webhook_url=hook,
+                  traceparent=valid_traceparent(traceparent), idempotency_key=key)
+    if (earlier := admit(db, svc.storage, svc.settings, who, [job])) is not None:
+        return _accepted(earlier, replayed=True)  # a concurrent retry with the same key won
     enqueue(svc, [job])
-    return JSONResponse({"id": job.id, "status": job.status}, status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+    return _accepted(job)
+
+
+def _accepted(job: Job, replayed: bool = False) -> JSONResponse:
+    headers = {"Location": f"/v1/jobs/{job.id}"} | ({"Idempotent-Replayed": "true"} if replayed else {})
+    if job.traceparent:
+        headers["traceparent"] = job.traceparent
+    return JSONResponse({"id": job.id, "status": job.status}, status_code=202, headers=headers)
 
 
 @router.get("", summary="The tenant's jobs, newest first")

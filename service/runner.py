@@ -135,7 +135,8 @@ def run_job(job_id: str, queue: "JobQueue", last_attempt: bool = True) -> None:
         storage.get_file(job.face_key, face)
         storage.get_file(job.audio_key, audio)
         options = GenerateOptions(**JobOptions(**job.options).generate_kwargs(), cache_dir=settings.data_dir / "presenters",
-                                  retry_seconds=settings.triton_retry_s, limits=settings.media_limits)
+                                  retry_seconds=settings.triton_retry_s, limits=settings.media_limits,
+                                  traceparent=job.traceparent)
         out = work / "result.mp4"
         result = generate(face, audio, out, settings.triton, options, progress=watch.on_progress, cancel=watch.cancel)
         thumbnail(out, work / "thumb.jpg")

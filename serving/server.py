@@ -166,8 +166,9 @@ class TritonServer:
     (its ports have no authentication: only its own host should reach them)."""
 
     def __init__(self, model_repository: Path, ports: Ports | None = None, log_path: Path | None = None,
-                 address: str = LOOPBACK):
+                 address: str = LOOPBACK, extra_args: list[str] | None = None):
         self.repository = check_repository(model_repository)
+        self.extra_args = list(extra_args or [])  # more tritonserver flags (tracing, metrics config)
         self.address = address
         self.ports = ports or Ports.free()
         self.log_path = log_path
@@ -185,7 +186,7 @@ class TritonServer:
 
     def start(self, timeout: float = 300.0, wait: bool = True) -> "TritonServer":
         """Start tritonserver; with `wait`, return once READY (else at once: callers poll readiness)."""
-        cmd, env = server_command(self.repository, self.ports, address=self.address)
+        cmd, env = server_command(self.repository, self.ports, self.extra_args, address=self.address)
         self.proc = subprocess.Popen(guarded_server(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1, process_group=0)
         self._reader = threading.Thread(target=self._pump, daemon=True)

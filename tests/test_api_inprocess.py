@@ -63,3 +63,41 @@ def test_list_bounds_and_security_headers(api):
     assert api.get("/v1/jobs", headers=ACME, params={"offset": -1}).status_code == 422
     answer = api.get("/healthz")
     assert answer.status_code == 200 and answer.headers["x-content-type-options"] == "nosniff"
+
+
+def _submit(api, media, headers):
+    with open(media["clip"], "rb") as face, open(media["speech"], "rb") as audio:
+        return api.post("/v1/jobs", headers={**ACME, **headers}, files={"face": ("talk.mp4", face), "audio": ("speech.wav", audio)})
+
+
+def test_a_retried_submit_with_the_same_idempotency_key_returns_the_first_job(api, media):
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = _submit(api, media, {"Idempotency-Key": "order-7"})
+    assert first.status_code == 202 and "idempotent-replayed" not in first.headers
+    again = _submit(api, media, {"Idempotency-Key": "order-7"})
+    assert again.status_code == 202 and again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
+    other = _submit(api, media, {"Idempotency-Key": "order-8"})
+    assert other.json()["id"] != first.json()["id"]
+    theirs = _submit(api, media, {"Idempotency-Key": "order-7", **GLOBEX})  # keys are per tenant
+    assert theirs.status_code == 202 and theirs.json()["id"] != first.json()["id"]
+    with ThreadPoolExecutor(4) as pool:  # concurrent retries of one submission make one job
+        ids = {r.json()["id"] for r in pool.map(lambda _: _submit(api, media, {"Idempotency-Key": "order-9"}), range(4))}
+    assert len(ids) == 1
+    assert api.get("/v1/jobs", headers=ACME).json()["total"] == 1 + 3  # the fixture's job + order-7, -8, -9
+    stored = {p.parent.name for p in (api.app.state.service.settings.data_dir / "files").rglob("face")}
+    assert len(stored) == 3 + 1  # the replayed retries left no inputs behind (+ globex's)
+    bad = _submit(api, media, {"Idempotency-Key": "has space"})
+    assert bad.status_code == 422 and "Idempotency-Key" in bad.json()["detail"]
+
+
+def test_a_jobs_trace_context_is_the_callers_or_a_new_one(api, media):
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    traced = _submit(api, media, {"traceparent": caller})
+    assert traced.headers["traceparent"] == caller
+    assert api.get(f"/v1/jobs/{traced.json()['id']}", headers=ACME).json()["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    for header in ({}, {"traceparent": "00-00000000000000000000000000000000-00f067aa0ba902b7-01"}, {"traceparent": "junk"}):
+        fresh = _submit(api, media, header)  # none or malformed: a new trace starts
+        trace = api.get(f"/v1/jobs/{fresh.json()['id']}", headers=ACME).json()["trace_id"]
+        assert len(trace) == 32 and trace != "4bf92f3577b34da6a3ce929d0e0e4736" and set(trace) != {"0"}
+        assert fresh.headers["traceparent"].split("-")[1] == trace
