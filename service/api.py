@@ -6,7 +6,8 @@ calls block). Every lookup is scoped to the caller's tenant; another tenant's id
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi_offline import FastAPIOffline
 
 from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
@@ -50,8 +51,14 @@ def create_app(settings: Settings | None = None, api_base: str | None = None, qu
     settings = settings or get_settings()
     queue = queue or JobQueue(settings)
     tenants = Tenants(settings)
-    app = FastAPI(title="lipsync-triton job service", version="1",
-                  description="Lip-sync presenter videos through NVIDIA Triton: jobs, batches, results.")
+    # /docs and /redoc with Swagger UI and ReDoc served from the package (fastapi-offline), not a CDN:
+    # on a private network the CDN is unreachable and the pages would be blank.
+    app = FastAPIOffline(title="lipsync-triton job service", version="1",
+                         description="Lip-sync presenter videos through NVIDIA Triton: jobs, batches, results.")
+
+    @app.get("/", include_in_schema=False)
+    def home():
+        return RedirectResponse("/ui/" if api_base else "/docs")
     app.state.service = Service(settings, Storage(settings.storage, settings.s3_endpoint_url), queue, tenants,
                                 {by_tenant: registry_for(settings, queue, by_tenant) for by_tenant in (False, True)})
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_upload_mb * 2**20))

@@ -82,6 +82,34 @@ class Job(Base):
     __table_args__ = (UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),)
 
 
+class FinishedCount(Base):
+    """Jobs that finished, per tenant and outcome, counted when they finish: Prometheus counters
+    that never go down when a job is deleted or expires (the jobs table holds current states)."""
+
+    __tablename__ = "finished_counts"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)  # succeeded | failed | cancelled
+    jobs: Mapped[int] = mapped_column(Integer, default=0)
+    run_s: Mapped[float] = mapped_column(Float, default=0.0)  # summed over succeeded jobs
+    queue_s: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+def count_finished(session: Session, tenant: str, status: str, run_s: float | None = None, queue_s: float | None = None) -> None:
+    """Add one finished job to the counters, in the caller's transaction (the one that finished it)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    row = {"tenant": tenant, "status": str(status), "jobs": 1, "run_s": run_s or 0.0, "queue_s": queue_s or 0.0}
+    table = FinishedCount.__table__
+    statement = insert(table).values(**row)
+    session.execute(statement.on_conflict_do_update(
+        index_elements=["tenant", "status"],
+        set_={"jobs": table.c.jobs + 1, "run_s": table.c.run_s + row["run_s"], "queue_s": table.c.queue_s + row["queue_s"]}))
+
+
 def lock_tenant(session: Session, tenant: str) -> None:
     """Serialise the tenant's admissions until this transaction ends.
 

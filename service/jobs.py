@@ -12,7 +12,7 @@ from lipsync_triton.errors import LipsyncError
 from lipsync_triton.preprocessing.media_input import MediaTooLong
 from lipsync_triton.preprocessing.media_probe import check_length, probe_media
 from lipsync_triton.tracing import new_traceparent, trace_id
-from .db import ACTIVE, Batch, Job, JobStatus, lock_tenant, new_id, utcnow
+from .db import ACTIVE, Batch, Job, JobStatus, count_finished, lock_tenant, new_id, utcnow
 from . import storage_keys as keys
 from .job_options import JobOptions
 from .settings import Settings
@@ -111,6 +111,9 @@ def admit(session: Session, storage: Storage, settings: Settings, tenant: str, j
         discard_inputs()
         return earlier
     session.add_all(([batch] if batch is not None else []) + jobs)
+    for job in jobs:
+        if job.status == JobStatus.FAILED:  # a batch item refused on arrival
+            count_finished(session, tenant, job.status)
     session.commit()
     return None
 
@@ -211,5 +214,6 @@ def request_cancel(session: Session, job: Job) -> None:
     """A queued job is cancelled at once; a running one within seconds (its worker polls the flag)."""
     if job.status == JobStatus.QUEUED:
         job.status, job.finished_at = JobStatus.CANCELLED, utcnow()
+        count_finished(session, job.tenant, job.status)
     elif job.status == JobStatus.RUNNING:
         job.cancel_requested = True

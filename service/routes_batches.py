@@ -19,7 +19,7 @@ from .deps import DB, Svc, Tenant, Work
 from .job_options import JobOptions
 from .jobs import (InputError, admit, batch_jobs, check_capacity, display_name, failed_job, job_view, new_batch, new_job,
                    safe_name, tenant_batch)
-from .uploads import enqueue, save
+from .uploads import enqueue, only_fields, save
 from .zip_manifest import read_zip_batch
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -36,7 +36,8 @@ def _shared_options(options: str | None) -> dict:
     return shared
 
 
-@router.post("", status_code=202, summary="Many jobs at once: one audio + many faces, face/audio pairs, or a ZIP with manifest.csv")
+@router.post("", status_code=202, summary="Many jobs at once: one audio + many faces, face/audio pairs, or a ZIP with manifest.csv",
+             dependencies=[only_fields("faces", "audios", "audio", "archive", "options")])
 def submit_batch(svc: Svc, who: Tenant, db: DB, work: Work,
                  faces: Annotated[list[UploadFile], File()] = [],  # noqa: B006 (FastAPI reads the default)
                  audios: Annotated[list[UploadFile], File()] = [],  # noqa: B006

@@ -13,11 +13,11 @@ from lipsync_triton.client.options import job_options
 from . import storage_keys as keys
 from .db import Job, JobStatus
 from .deps import DB, Svc, Tenant, Work
-from .job_options import JobOptions
+from .job_options import OPTION_NAMES, JobOptions
 from lipsync_triton.tracing import valid_traceparent
 from .jobs import (InputError, admit, check_capacity, check_idempotency_key, display_name, job_for_key, job_view, new_job,
                    request_cancel, tenant_job)
-from .uploads import enqueue, fetch_url, save
+from .uploads import enqueue, fetch_url, only_fields, save
 from .webhooks import check_webhook
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -34,7 +34,8 @@ def with_option_fields(endpoint):
     return endpoint
 
 
-@router.post("", status_code=202, summary="Submit one job: presenter video/photo + speech")
+@router.post("", status_code=202, summary="Submit one job: presenter video/photo + speech",
+             dependencies=[only_fields("face", "audio", "face_url", "audio_url", "webhook_url", *OPTION_NAMES)])
 @with_option_fields
 def submit_job(svc: Svc, who: Tenant, db: DB, work: Work,
                face: Annotated[UploadFile | None, File(description="presenter video or photo")] = None,
@@ -75,7 +76,7 @@ def _accepted(job: Job, replayed: bool = False) -> JSONResponse:
 @router.get("", summary="The tenant's jobs, newest first")
 def list_jobs(who: Tenant, db: DB, limit: Annotated[int, Query(ge=1, le=200)] = 50,
               offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-              status: Annotated[str | None, Query(max_length=16)] = None):
+              status: Annotated[JobStatus | None, Query()] = None):
     query = select(Job).where(Job.tenant == who)
     if status:
         query = query.where(Job.status == status)
@@ -107,13 +108,13 @@ def served_file(svc: Svc, key: str | None, job: Job, media_type: str, filename: 
     return FileResponse(path, media_type=media_type, filename=filename)
 
 
-@router.get("/{job_id}/result", summary="The mp4 (HTTP range requests supported)", response_class=FileResponse)
+@router.api_route("/{job_id}/result", methods=["GET", "HEAD"], summary="The mp4 (HTTP range requests supported)", response_class=FileResponse)
 def get_result(job_id: str, svc: Svc, who: Tenant, db: DB):
     job = tenant_job(db, who, job_id)
     return served_file(svc, job.result_key, job, "video/mp4", f"{job.name or job.id}.mp4")
 
 
-@router.get("/{job_id}/thumbnail", summary="A jpg of the first frame", response_class=FileResponse)
+@router.api_route("/{job_id}/thumbnail", methods=["GET", "HEAD"], summary="A jpg of the first frame", response_class=FileResponse)
 def get_thumbnail(job_id: str, svc: Svc, who: Tenant, db: DB):
     job = tenant_job(db, who, job_id)
     return served_file(svc, job.thumbnail_key, job, "image/jpeg", f"{job.name or job.id}.jpg")

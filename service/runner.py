@@ -21,7 +21,7 @@ from lipsync_triton.errors import Cancelled, LipsyncError, TransientError
 from lipsync_triton.preprocessing.ffmpeg_pipe import FfmpegProcess
 from lipsync_triton.preprocessing.media_input import input_args
 from . import storage_keys as keys
-from .db import Job, JobStatus, session_scope, utcnow
+from .db import FINAL, Job, JobStatus, count_finished, session_scope, utcnow
 from .job_options import JobOptions
 from .settings import Settings
 
@@ -49,9 +49,14 @@ def _claim(db: str, job_id: str) -> Job | None:
 
 
 def _update(db: str, job: Job, **values) -> bool:
+    """Write this run's outcome unless another run superseded it; a final state is counted in the
+    same transaction (metrics.py's counters)."""
     with session_scope(db) as s:
-        return s.execute(update(Job).where(Job.id == job.id, Job.attempts == job.attempts, Job.status == JobStatus.RUNNING)
+        done = s.execute(update(Job).where(Job.id == job.id, Job.attempts == job.attempts, Job.status == JobStatus.RUNNING)
                          .values(**values).execution_options(synchronize_session=False)).rowcount == 1
+        if done and values.get("status") in FINAL:
+            count_finished(s, job.tenant, values["status"], values.get("run_s"), values.get("queue_s"))
+        return done
 
 
 class Watch:

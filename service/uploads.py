@@ -5,13 +5,28 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from fastapi import UploadFile
+from fastapi import Depends, Request, UploadFile
 
 from lipsync_triton import log
 from . import storage_keys as keys
 from .db import Job, JobStatus
-from .deps import Service
+from .deps import Service, Tenant
 from .jobs import InputError
+
+
+def only_fields(*names: str):
+    """A dependency refusing form fields the endpoint does not know (a misspelt option such as
+    `pad=1` would otherwise be dropped silently and the job run without it)."""
+    known = set(names)
+
+    async def check(request: Request, _: Tenant) -> None:  # after the key check: strangers learn nothing
+        if not request.headers.get("content-type", "").startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            return
+        unknown = sorted(set((await request.form()).keys()) - known)  # parsed once: FastAPI reuses it
+        if unknown:
+            raise InputError(f"unknown field {unknown[0]!r}; known fields: {', '.join(sorted(known))}", 422)
+
+    return Depends(check)
 
 
 def save(upload: UploadFile, target: Path) -> Path:

@@ -101,3 +101,39 @@ def test_a_jobs_trace_context_is_the_callers_or_a_new_one(api, media):
         trace = api.get(f"/v1/jobs/{fresh.json()['id']}", headers=ACME).json()["trace_id"]
         assert len(trace) == 32 and trace != "4bf92f3577b34da6a3ce929d0e0e4736" and set(trace) != {"0"}
         assert fresh.headers["traceparent"].split("-")[1] == trace
+
+
+def test_unknown_fields_and_states_are_422_not_silently_ignored(api, media):
+    with open(media["clip"], "rb") as face, open(media["speech"], "rb") as audio:
+        misspelt = api.post("/v1/jobs", headers=ACME, data={"pad": "1"}, files={"face": ("t.mp4", face), "audio": ("s.wav", audio)})
+    assert misspelt.status_code == 422 and "unknown field 'pad'" in misspelt.json()["detail"] and "pads" in misspelt.json()["detail"]
+    assert api.post("/v1/batches", headers=ACME, data={"option": "{}"}).status_code == 422
+    assert api.get("/v1/jobs", headers=ACME).json()["total"] == 1  # nothing was made
+    assert api.post("/v1/jobs", data={"pad": "1"}).status_code == 401  # the key is checked first
+    bogus = api.get("/v1/jobs", headers=ACME, params={"status": "bogus"})
+    assert bogus.status_code == 422 and "failed" in bogus.text  # names the states there are
+    assert api.get("/v1/jobs", headers=ACME, params={"status": "failed"}).json()["total"] == 1
+
+
+def test_finished_job_counters_never_go_down_when_jobs_are_deleted(api, media):
+    def counted(status: str) -> float:
+        text = api.get("/metrics").text
+        line = next((ln for ln in text.splitlines() if ln.startswith(f'lipsync_jobs_finished_total{{status="{status}"}}')), None)
+        return float(line.split()[-1]) if line else 0.0
+
+    job = _submit(api, media, {}).json()["id"]
+    assert counted("cancelled") == 0
+    assert api.post(f"/v1/jobs/{job}/cancel", headers=ACME).json()["status"] == "cancelled"
+    assert counted("cancelled") == 1
+    assert api.delete(f"/v1/jobs/{job}", headers=ACME).status_code == 204
+    assert counted("cancelled") == 1  # a counter: the deletion does not lower it
+    assert 'lipsync_jobs{status="cancelled"}' not in api.get("/metrics").text  # the gauge shows current states
+
+
+def test_home_redirects_and_docs_render_without_a_cdn(api):
+    home = api.get("/", follow_redirects=False)
+    assert home.status_code in (302, 307) and home.headers["location"] == "/docs"
+    for page in ("/docs", "/redoc"):
+        html = api.get(page).text
+        assert "cdn." not in html and "googleapis" not in html and "/static-offline-docs/" in html, page
+    assert api.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200

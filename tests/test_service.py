@@ -52,6 +52,8 @@ def test_a_job_runs_and_its_result_streams_with_range_requests(service, media):
         out.write_bytes(full.content)
         info = probe_media(out)
         assert info.has_video and info.has_audio and info.frames == view["frames"] > 0
+        head = api.head(f"/v1/jobs/{job_id}/result")  # a download manager's or proxy's size check
+        assert head.status_code == 200 and int(head.headers["content-length"]) == len(full.content) and head.content == b""
         thumb = api.get(f"/v1/jobs/{job_id}/thumbnail")
         assert thumb.status_code == 200 and thumb.content[:3] == b"\xff\xd8\xff"  # JPEG
         listed = api.get("/v1/jobs", params={"limit": 5}).json()
@@ -60,6 +62,7 @@ def test_a_job_runs_and_its_result_streams_with_range_requests(service, media):
         metrics = httpx.get(f"{service.base}/metrics", headers=ops).text
         assert 'lipsync_jobs{status="succeeded",tenant="acme"}' in metrics and "lipsync_queue_depth" in metrics
         assert 'lipsync_job_run_seconds_count{tenant="acme"}' in metrics
+        assert 'lipsync_jobs_finished_total{status="succeeded",tenant="acme"}' in metrics
         public = httpx.get(f"{service.base}/metrics").text  # a scraper without the key: totals, no tenant names
         assert 'lipsync_jobs{status="succeeded"}' in public and "acme" not in public
     ready = httpx.get(f"{service.base}/readyz", headers=ops).json()

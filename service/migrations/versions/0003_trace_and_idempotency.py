@@ -1,4 +1,5 @@
-"""a job's W3C trace context, and the client's Idempotency-Key (one job per key and tenant)
+"""a job's W3C trace context, the client's Idempotency-Key (one job per key and tenant), and
+counters of finished jobs (kept when jobs are deleted or expire; started from the jobs there are)
 
 Revision ID: 0003
 Revises: 0002
@@ -18,9 +19,21 @@ def upgrade() -> None:
         batch.add_column(sa.Column("traceparent", sa.String(55), nullable=True))
         batch.add_column(sa.Column("idempotency_key", sa.String(200), nullable=True))
         batch.create_unique_constraint("uq_jobs_tenant_idempotency_key", ["tenant", "idempotency_key"])
+    op.create_table(
+        "finished_counts",
+        sa.Column("tenant", sa.String(64), primary_key=True),
+        sa.Column("status", sa.String(16), primary_key=True),
+        sa.Column("jobs", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("run_s", sa.Float(), nullable=False, server_default="0"),
+        sa.Column("queue_s", sa.Float(), nullable=False, server_default="0"),
+    )
+    op.execute("INSERT INTO finished_counts (tenant, status, jobs, run_s, queue_s) "
+               "SELECT tenant, status, COUNT(*), COALESCE(SUM(run_s), 0), COALESCE(SUM(queue_s), 0) FROM jobs "
+               "WHERE status IN ('succeeded', 'failed', 'cancelled') GROUP BY tenant, status")
 
 
 def downgrade() -> None:
+    op.drop_table("finished_counts")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_constraint("uq_jobs_tenant_idempotency_key", type_="unique")
         batch.drop_column("idempotency_key")
