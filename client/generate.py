@@ -48,6 +48,7 @@ class GenerateResult:
     detector_requests: int
     wav2lip_requests: int
     stages: dict = field(default_factory=dict)
+    weights: str = "unknown"  # the served Wav2Lip weights: "random" (a blurred mouth) or "checkpoint sha256:..."
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -167,10 +168,11 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
         outfile=str(outfile), frames=n_frames, video_fps=source.fps, width=source.width, height=source.height,
         seconds=round(seconds, 3), frames_per_second=round(n_frames / seconds, 3), cache_hit=tracked.cache_hit,
         frames_without_face=tracked.filled, detector_requests=tracked.detector_requests, wav2lip_requests=wav_requests,
-        stages=timer.as_dict(),
+        stages=timer.as_dict(), weights=models[WAV2LIP_MODEL].weights,
     )
     log.event("generated", outfile=str(outfile), frames=n_frames, fps_out=source.fps, seconds=result.seconds,
-              frames_per_s=result.frames_per_second, cache_hit=tracked.cache_hit, frames_without_face=tracked.filled)
+              frames_per_s=result.frames_per_second, cache_hit=tracked.cache_hit, frames_without_face=tracked.filled,
+              weights=result.weights)
     return result
 
 

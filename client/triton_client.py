@@ -37,6 +37,11 @@ class ModelInfo:
     parameters: dict[str, str] = field(default_factory=dict)
 
     @property
+    def weights(self) -> str:
+        """"random" or "checkpoint sha256:..." as the export wrote it ("unknown" for other repositories)."""
+        return self.parameters.get("weights") or "unknown"
+
+    @property
     def identity(self) -> str:
         """What the served weights are: the content hash the export wrote into the config."""
         return self.parameters.get(MODEL_SHA256_PARAMETER) or f"{self.name}:unversioned"

@@ -15,6 +15,8 @@ GPU_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 # ENGINE_CACHE, the chart's engine-cache mount). The `gpu` profile's ONNX Runtime accelerator caches
 # its engines and timing cache here too, so a pod start reuses them instead of rebuilding.
 ENGINE_CACHE_DIR = "/engine-cache"
+WEIGHTS_PARAMETER = "weights"  # config parameter naming the served Wav2Lip weights
+RANDOM_WEIGHTS = "random"
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,9 @@ class ModelConfig:
     # sha256 of the exported model file: clients read it (e.g. the presenter cache keys on the
     # detector's identity). Only known at export time; the committed configs leave it out.
     content_sha256: str | None = None
+    # What the Wav2Lip weights are ("random" or "checkpoint sha256:<16 hex>"): clients, /readyz, the UI
+    # and each job's result say so (random weights make a blurred mouth, not a bug).
+    weights: str | None = None
 
     def to_pbtxt(self) -> str:
         return render_pbtxt(self)
@@ -209,6 +214,8 @@ def render_pbtxt(cfg: ModelConfig) -> str:
         params = {"INFERENCE_NUM_THREADS": str(p.threads), "NUM_STREAMS": str(p.streams), "PERFORMANCE_HINT": "LATENCY"}
     if cfg.content_sha256:
         params["model_sha256"] = cfg.content_sha256
+    if cfg.weights:
+        params[WEIGHTS_PARAMETER] = cfg.weights
     for key, value in params.items():
         lines.append(f"parameters {{ key: {_q(key)} value {{ string_value: {_q(value)} }} }}")
     if p.runtime == "onnxruntime-tensorrt":

@@ -18,7 +18,7 @@ from lipsync_triton.files import file_sha256
 from .checkpoint import load_wav2lip, random_wav2lip
 from .face_detector import check_detector, export_face_detector
 from .cpu_parity import check_wav2lip_cpu
-from .model_config import (CPU_RUNTIMES, DEFAULT_DETECTOR_SIZE, FACE_DETECTOR, PRECISIONS, PROFILES, WAV2LIP, ModelConfig,
+from .model_config import (CPU_RUNTIMES, DEFAULT_DETECTOR_SIZE, FACE_DETECTOR, PRECISIONS, PROFILES, RANDOM_WEIGHTS, WAV2LIP, ModelConfig,
                            model_configs)
 from .tensorrt import build_engine, tensorrt_available
 from .wav2lip_onnx import check_parity, convert_fp16, export_wav2lip_onnx
@@ -54,6 +54,7 @@ class ExportReport:
     models: list = field(default_factory=list)
     tensorrt: str = "not requested"
     seconds: float = 0.0
+    checkpoint_sha256: str = ""  # empty for random weights: a service compares it with LIPSYNC_CHECKPOINT's
 
 
 def _model_dir(root: Path, cfg: ModelConfig) -> Path:
@@ -67,14 +68,14 @@ def _model_dir(root: Path, cfg: ModelConfig) -> Path:
 TENSORRT_PLAN_CONFIG = "config.tensorrt_plan.pbtxt"  # beside a gpu profile's config: what the GPU image serves
 
 
-def _write_config(root: Path, cfg: ModelConfig, model_file: Path) -> None:
+def _write_config(root: Path, cfg: ModelConfig, model_file: Path, weights: str | None = None) -> None:
     """config.pbtxt, carrying the model file's sha256 so clients can tell exports apart. A gpu
     profile also gets the tensorrt_plan config of the same model, which the GPU image
     (docker/build_engines.py) serves once it has built the engine for its GPU."""
     digest = file_sha256(model_file)
-    (root / cfg.model.name / "config.pbtxt").write_text(replace(cfg, content_sha256=digest).to_pbtxt())
+    (root / cfg.model.name / "config.pbtxt").write_text(replace(cfg, content_sha256=digest, weights=weights).to_pbtxt())
     if cfg.profile.name == "gpu":
-        plan = replace(cfg, profile=PROFILES["gpu-trt"], content_sha256=digest)
+        plan = replace(cfg, profile=PROFILES["gpu-trt"], content_sha256=digest, weights=weights)
         (root / cfg.model.name / TENSORRT_PLAN_CONFIG).write_text(plan.to_pbtxt())
 
 
@@ -90,10 +91,12 @@ def export_repository(opts: ExportOptions) -> ExportReport:
         raise LipsyncError(f"--detector-size {h}x{w}: height and width must be positive multiples of 32 (e.g. 384x640)")
     if opts.checkpoint is not None:
         net = load_wav2lip(opts.checkpoint)
-        weights = f"checkpoint {opts.checkpoint} sha256={file_sha256(opts.checkpoint)[:16]}"
+        checkpoint_sha256 = file_sha256(opts.checkpoint)
+        weights = f"checkpoint {opts.checkpoint} sha256={checkpoint_sha256[:16]}"
+        served_weights = f"checkpoint sha256:{checkpoint_sha256[:16]}"
     else:
         net = random_wav2lip(opts.seed)
-        weights = f"RANDOM (seed {opts.seed})"
+        checkpoint_sha256, weights, served_weights = "", f"RANDOM (seed {opts.seed})", RANDOM_WEIGHTS
         log.warn("exporting RANDOM Wav2Lip weights: lips will be noise; pass --checkpoint wav2lip_gan.pth for real output",
                  seed=opts.seed)
 
@@ -109,7 +112,8 @@ def export_repository(opts: ExportOptions) -> ExportReport:
     out = Path(opts.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    report = ExportReport(repository=str(out), profile=profile, weights=weights, detector_size=tuple(opts.detector_size))
+    report = ExportReport(repository=str(out), profile=profile, weights=weights, detector_size=tuple(opts.detector_size),
+                          checkpoint_sha256=checkpoint_sha256)
     try:
         wav_dir = _model_dir(staging, configs[WAV2LIP.name])
         onnx_path = export_wav2lip_onnx(net, wav_dir / "model.onnx")
@@ -130,7 +134,7 @@ def export_repository(opts: ExportOptions) -> ExportReport:
             report.cpu_runtime = asdict(cpu)
             log.event("parity", model=WAV2LIP.name, runtime=cpu.runtime, precision=cpu.precision, max_uint8_diff=cpu.max_uint8_diff,
                       mean_uint8_diff=cpu.mean_uint8_diff, tolerance=f"{cpu.tolerance[0]}/{cpu.tolerance[1]}")
-        _write_config(staging, configs[WAV2LIP.name], onnx_path)
+        _write_config(staging, configs[WAV2LIP.name], onnx_path, served_weights)
         det_dir = _model_dir(staging, configs[FACE_DETECTOR.name])
         det_path = export_face_detector(det_dir / "model.onnx", opts.detector_onnx)
         _write_config(staging, configs[FACE_DETECTOR.name], det_path)

@@ -77,6 +77,7 @@ class Job(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     traceparent: Mapped[str | None] = mapped_column(String(55), nullable=True)  # W3C trace context, sent to Triton
+    weights: Mapped[str | None] = mapped_column(String(80), nullable=True)  # the Wav2Lip weights that made the result
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the client's: one job per key
 
     __table_args__ = (UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),)

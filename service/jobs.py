@@ -204,7 +204,7 @@ def job_view(job: Job) -> dict:
             "name": job.name, "batch_id": job.batch_id, "item": job.item, "options": job.options, "attempts": job.attempts,
             "frames": job.frames, "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
             "finished_at": _iso(job.finished_at), "timings": timings, "links": {"self": base, "cancel": f"{base}/cancel"},
-            "trace_id": trace_id(job.traceparent) if job.traceparent else None}
+            "trace_id": trace_id(job.traceparent) if job.traceparent else None, "weights": job.weights}
     if job.status == JobStatus.SUCCEEDED:
         view["links"] |= {"result": f"{base}/result", "thumbnail": f"{base}/thumbnail"}
     return view

@@ -7,6 +7,7 @@ taking work, re-queues jobs whose worker died (no heartbeat), and on shutdown ha
 jobs back to the queue."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lipsync_triton import log
+from lipsync_triton.errors import LipsyncError
 from lipsync_triton.process_guard import guarded_server
 from .queue import JobQueue
 from .readiness import triton_ready
@@ -85,14 +87,31 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
 
 
 def _export_if_missing(repository: Path) -> None:
-    """A first start (the all-in-one image, `make service`) exports the models: LIPSYNC_CHECKPOINT's
-    weights, or random ones with a loud warning."""
-    if (repository / "wav2lip" / "config.pbtxt").is_file():
-        return
+    """Serve the weights the operator named: a first start (the all-in-one image, `make service`)
+    exports LIPSYNC_CHECKPOINT's weights, or random ones with a loud warning; a repository exported
+    from other weights than LIPSYNC_CHECKPOINT's is exported again; a LIPSYNC_CHECKPOINT that is not
+    a file is an error (never a silent fallback to the old weights)."""
     from lipsync_triton.export.repository import ExportOptions, export_repository
+    from lipsync_triton.files import file_sha256
 
     checkpoint = os.environ.get("LIPSYNC_CHECKPOINT")
-    if not checkpoint:
+    if checkpoint and not Path(checkpoint).is_file():
+        raise LipsyncError(f"LIPSYNC_CHECKPOINT={checkpoint} is not a file: point it at wav2lip_gan.pth "
+                           "(or unset it to serve what is exported)")
+    if (repository / "wav2lip" / "config.pbtxt").is_file():
+        try:
+            exported = json.loads((repository / "export.json").read_text()).get("checkpoint_sha256", "")
+        except (OSError, ValueError):
+            exported = None  # not written by this version's export: keep it unless a checkpoint is named
+        if not checkpoint:
+            if exported == "":
+                log.warn("serving RANDOM Wav2Lip weights (the mouth will be a blur); set LIPSYNC_CHECKPOINT for real lip-sync",
+                         repository=str(repository))
+            return
+        if exported == file_sha256(checkpoint):
+            return
+        log.event("re_export", reason="LIPSYNC_CHECKPOINT differs from the exported weights", repository=str(repository))
+    elif not checkpoint:
         log.warn("no model repository yet: exporting RANDOM Wav2Lip weights (the mouth will be a blur); "
                  "set LIPSYNC_CHECKPOINT=/path/to/wav2lip_gan.pth for real lip-sync", repository=str(repository))
     export_repository(ExportOptions(out=repository, profile="cpu", checkpoint=Path(checkpoint) if checkpoint else None,
@@ -125,7 +144,7 @@ def _uvicorn_server():
 def _wait_for_models(settings: Settings, stop: threading.Event) -> None:
     last_log = 0.0
     while not stop.is_set():
-        ok, detail = triton_ready(settings.triton)
+        ok, detail, _ = triton_ready(settings.triton)
         if ok:
             return
         if time.monotonic() - last_log > MODEL_WAIT_LOG_S:

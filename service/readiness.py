@@ -1,7 +1,7 @@
 """What /readyz checks: Triton's models ready on at least one server, storage, queue and database reachable."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import text
 
@@ -15,20 +15,28 @@ if TYPE_CHECKING:
 from .storage import Storage
 
 
-def triton_ready(urls: list[str]) -> tuple[bool, str]:
+class TritonCheck(NamedTuple):
+    ok: bool
+    detail: str
+    weights: str = "unknown"  # the served Wav2Lip weights: "random" or "checkpoint sha256:..."
+
+
+def triton_ready(urls: list[str]) -> TritonCheck:
     """Both models ready on at least one server: the client's own check (every URL form it accepts,
-    `dns://NAME:PORT` included, with the same gRPC channel settings)."""
+    `dns://NAME:PORT` included, with the same gRPC channel settings), and which weights it serves."""
     try:
-        TritonPool(urls, retry_seconds=0).check_ready((WAV2LIP_MODEL, DETECTOR_MODEL))
+        models = TritonPool(urls, retry_seconds=0).check_ready((WAV2LIP_MODEL, DETECTOR_MODEL))
     except LipsyncError as exc:
-        return False, str(exc).splitlines()[0][:300] if str(exc) else "unreachable"
+        return TritonCheck(False, str(exc).splitlines()[0][:300] if str(exc) else "unreachable")
     except Exception as exc:  # any failure to ask means not ready
-        return False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'unreachable'}"
-    return True, "ready"
+        return TritonCheck(False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'unreachable'}")
+    return TritonCheck(True, "ready", models[WAV2LIP_MODEL].weights)
 
 
-def check_all(settings: Settings, queue: "JobQueue") -> dict[str, tuple[bool, str]]:
-    checks: dict[str, tuple[bool, str]] = {"triton": triton_ready(settings.triton)}
+def check_all(settings: Settings, queue: "JobQueue") -> tuple[dict[str, tuple[bool, str]], str]:
+    """Each check's (ok, detail), and the served weights (see TritonCheck)."""
+    triton = triton_ready(settings.triton)
+    checks: dict[str, tuple[bool, str]] = {"triton": (triton.ok, triton.detail)}
     for name, probe in (("storage", lambda: Storage(settings.storage, settings.s3_endpoint_url).ping()),
                         ("queue", queue.depth),
                         ("database", lambda: _db_ping(settings.database))):
@@ -37,7 +45,7 @@ def check_all(settings: Settings, queue: "JobQueue") -> dict[str, tuple[bool, st
             checks[name] = (True, "ok")
         except Exception as exc:
             checks[name] = (False, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
-    return checks
+    return checks, triton.weights
 
 
 def _db_ping(url: str) -> None:

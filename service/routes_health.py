@@ -24,11 +24,14 @@ def healthz():
 @router.get("/readyz", summary="Triton models ready, storage, queue and database reachable "
             "(each check's detail with the operators' key)")
 def readyz(svc: Svc, authorization: Annotated[str | None, Header()] = None):
-    checks = check_all(svc.settings, svc.queue)
+    checks, weights = check_all(svc.settings, svc.queue)
     ready = all(ok for ok, _ in checks.values())
     detailed = svc.is_operator(authorization)
-    return JSONResponse({"ready": ready, "checks": {k: {"ok": ok, **({"detail": d} if detailed else {})}
-                                                    for k, (ok, d) in checks.items()}},
+    # Everyone may know whether the weights are random (a blurred mouth is then expected); the
+    # checkpoint's hash only the operators.
+    shown = weights if detailed or weights in ("random", "unknown") else "checkpoint"
+    return JSONResponse({"ready": ready, "weights": shown,
+                         "checks": {k: {"ok": ok, **({"detail": d} if detailed else {})} for k, (ok, d) in checks.items()}},
                         status_code=200 if ready else 503)
 
 

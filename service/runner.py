@@ -149,7 +149,7 @@ def run_job(job_id: str, queue: "JobQueue", last_attempt: bool = True) -> None:
         storage.put_file(work / "thumb.jpg", thumb_key)
         finished = utcnow()
         if watch.superseded or not _update(db, job, status=JobStatus.SUCCEEDED, progress=1.0, result_key=result_key,
-                                           thumbnail_key=thumb_key, frames=result.frames, finished_at=finished,
+                                           thumbnail_key=thumb_key, frames=result.frames, finished_at=finished, weights=result.weights,
                                            run_s=(finished - job.started_at).total_seconds(),
                                            queue_s=(job.started_at - job.created_at).total_seconds()):
             raise Superseded()

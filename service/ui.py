@@ -7,6 +7,8 @@ the API on the user's behalf. Uploads obey the API's size limit and are deleted 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -25,12 +27,8 @@ DOWNLOADS = Path(tempfile.gettempdir()) / "lipsync-ui"
 KEEP_S = 3600.0  # Gradio copies what it shows into its own cache (also pruned hourly)
 
 
-def _prune_downloads() -> None:
-    DOWNLOADS.mkdir(exist_ok=True)
-    cutoff = time.time() - KEEP_S
-    for old in DOWNLOADS.iterdir():
-        if old.stat().st_mtime < cutoff:
-            old.unlink(missing_ok=True)
+class ApiError(Exception):
+    """An API answer >= 400, as one line for the page (shown where the job is, not as a pop-up)."""
 
 
 class ApiClient:
@@ -45,29 +43,51 @@ class ApiClient:
                 detail = response.json().get("detail")
             except ValueError:
                 detail = response.text[:200]
-            raise gr.Error(f"{response.status_code}: {detail}")
+            raise ApiError(f"{response.status_code}: {detail}")
         return response
 
-    def download(self, path: str, suffix: str) -> str:
+    def download(self, path: str, filename: str) -> str:
+        """The file under `filename` (what the browser saves it as) in a folder of its own."""
         _prune_downloads()
-        out = tempfile.NamedTemporaryFile(prefix="result-", suffix=suffix, delete=False, dir=DOWNLOADS)
-        with out, self.http.stream("GET", path) as response:
+        folder = Path(tempfile.mkdtemp(prefix="result-", dir=DOWNLOADS))
+        out = folder / filename
+        with open(out, "wb") as handle, self.http.stream("GET", path) as response:
             response.raise_for_status()
             for chunk in response.iter_bytes(1 << 20):
-                out.write(chunk)
-        return out.name
+                handle.write(chunk)
+        return str(out)
+
+
+def _prune_downloads() -> None:
+    """Downloads older than KEEP_S go (each lives in a folder of its own)."""
+    DOWNLOADS.mkdir(exist_ok=True)
+    cutoff = time.time() - KEEP_S
+    for old in DOWNLOADS.iterdir():
+        if old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+
+
+def result_name(upload: str | None, suffix: str = ".mp4") -> str:
+    """`<presenter>-lipsync.mp4`: the download is named after the user's input."""
+    stem = re.sub(r"[^\w.-]+", "_", Path(upload or "presenter").stem).strip("._") or "presenter"
+    return f"{stem[:80]}-lipsync{suffix}"
 
 
 def _model_status(base: str) -> str:
     try:
-        checks = httpx.get(f"{base}/readyz", timeout=10).json()["checks"]
-    except Exception:
+        answer = httpx.get(f"{base}/readyz", timeout=10)
+        ready = answer.json()
+    except httpx.ConnectError:
         return "Service starting..."
-    triton = checks.get("triton", {})
-    if not triton.get("ok"):
-        return "Model initialising: jobs wait in the queue until the models are ready."
-    problems = [f"{name}: {c['detail']}" for name, c in checks.items() if not c.get("ok")]
-    return "Not ready: " + "; ".join(problems) if problems else "Ready."
+    except (httpx.HTTPError, ValueError):
+        return "Status unavailable right now (the service is busy); jobs still run."
+    checks = ready.get("checks", {})
+    random_note = ("\n\n**Note: this service serves RANDOM Wav2Lip weights**: the mouth will be a blur. "
+                   "Ask the operator to set LIPSYNC_CHECKPOINT." if ready.get("weights") == "random" else "")
+    if not checks.get("triton", {}).get("ok"):
+        return "Model initialising: jobs wait in the queue until the models are ready." + random_note
+    problems = [name for name, c in checks.items() if not c.get("ok")]
+    return ("Not ready: " + ", ".join(problems) if problems else "Ready.") + random_note
 
 
 def option_controls() -> dict[str, gr.components.Component]:
@@ -127,6 +147,26 @@ class SignIns:
         return self._keys[username]
 
 
+def _job_line(view: dict) -> str:
+    line = f"Job `{view['id'][:8]}`: **{view['status']}** {view['progress'] * 100:.0f}%"
+    return f"{line}: {view['error']}" if view.get("error") else line
+
+
+def recent_jobs(api: ApiClient, limit: int = 20) -> list[list]:
+    """The tenant's newest jobs (kept by the service: a reload shows them again)."""
+    jobs = api.call("GET", "/v1/jobs", params={"limit": limit}).json()["jobs"]
+    return [[j["id"][:8], j["name"], j["status"], f"{j['progress'] * 100:.0f}%", (j["created_at"] or "")[:19].replace("T", " "),
+             j.get("error") or ""] for j in jobs]
+
+
+def _preview(path: str | None):
+    """What the browser can show of an upload: a video player or the photo."""
+    if not path:
+        return gr.update(value=None, visible=False), gr.update(value=None, visible=False)
+    is_image = Path(path).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+    return gr.update(value=None if is_image else path, visible=not is_image), gr.update(value=path if is_image else None, visible=is_image)
+
+
 def build_ui(base: str, signins: SignIns) -> gr.Blocks:
     with gr.Blocks(title="lipsync-triton", delete_cache=(int(KEEP_S), int(KEEP_S))) as ui:
         gr.Markdown("# lipsync-triton\nA presenter video or photo + a speech track -> a lip-synced video.")
@@ -138,13 +178,19 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
 
         with gr.Tab("Single video"):
             with gr.Row():
-                face = gr.File(label="Presenter video or photo", elem_id="face-file")
-                audio = gr.File(label="Speech", elem_id="audio-file")
-            with gr.Accordion("Options", open=False):
-                pads = gr.Textbox(label="Pads (top bottom left right)", value="0 10 0 0")
-                detect_every = gr.Slider(1, 5, value=2, step=1, label="Detect faces on every K-th frame")
-                hard_paste = gr.Checkbox(label="Paste the whole face box (no blending)")
-            submit = gr.Button("Generate", variant="primary", elem_id="submit")
+                with gr.Column():
+                    face = gr.File(label="Presenter video or photo", elem_id="face-file")
+                    face_video = gr.Video(label="Presenter", visible=False, interactive=False, elem_id="face-preview")
+                    face_photo = gr.Image(label="Presenter", visible=False, interactive=False, type="filepath")
+                with gr.Column():
+                    audio = gr.File(label="Speech", elem_id="audio-file")
+                    speech = gr.Audio(label="Speech", visible=False, interactive=False, type="filepath", elem_id="audio-preview")
+            face.change(_preview, face, [face_video, face_photo], queue=False)
+            audio.change(lambda p: gr.update(value=p, visible=bool(p)), audio, speech, queue=False)
+            with gr.Row():
+                submit = gr.Button("Generate", variant="primary", elem_id="submit")
+                cancel = gr.Button("Cancel", elem_id="cancel")
+            job_id = gr.State(None)
             progress = gr.Markdown(elem_id="job-progress")
             video = gr.Video(label="Result", elem_id="result-video", interactive=False)
             download = gr.File(label="Download", elem_id="result-file")
@@ -152,38 +198,53 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
             def run_single(values: dict, request: gr.Request):
                 face_file, audio_file = values[face], values[audio]
                 if not face_file or not audio_file:
-                    raise gr.Error("Upload a presenter video or photo and a speech track.")
-                api = ApiClient(base, signins.key(request))
-                with open(face_file, "rb") as f, open(audio_file, "rb") as a:
-                    job = api.call("POST", "/v1/jobs", files={"face": (Path(face_file).name, f), "audio": (Path(audio_file).name, a)},
-                                   data=option_form(controls, values)).json()
-                while True:
-                    view = api.call("GET", f"/v1/jobs/{job['id']}").json()
-                    line = f"Job `{view['id']}`: **{view['status']}** {view['progress'] * 100:.0f}%"
-                    if view["status"] in FINAL:
-                        break
-                    yield line, None, None
-                    time.sleep(POLL_S)
-                if view["status"] != JobStatus.SUCCEEDED:
-                    yield f"{line}: {view.get('error') or ''}", None, None
+                    yield "Upload a presenter video or photo and a speech track.", None, None, None
                     return
-                path = api.download(view["links"]["result"], ".mp4")
-                yield line, path, path
+                api = ApiClient(base, signins.key(request))
+                try:
+                    with open(face_file, "rb") as f, open(audio_file, "rb") as a:
+                        job = api.call("POST", "/v1/jobs", files={"face": (Path(face_file).name, f), "audio": (Path(audio_file).name, a)},
+                                       data=option_form(controls, values)).json()
+                    while True:
+                        view = api.call("GET", f"/v1/jobs/{job['id']}").json()
+                        if view["status"] in FINAL:
+                            break
+                        yield _job_line(view), None, None, job["id"]
+                        time.sleep(POLL_S)
+                    if view["status"] != JobStatus.SUCCEEDED:
+                        yield _job_line(view), None, None, None
+                        return
+                    path = api.download(view["links"]["result"], result_name(face_file))
+                    yield _job_line(view), path, path, None
+                except ApiError as exc:  # shown in place of the job's line, not as a pop-up
+                    yield f"Not submitted or stopped: {exc}", None, None, None
 
-            submit.click(run_single, {face, audio, *controls.values()}, [progress, video, download])
+            def cancel_single(current: str | None, request: gr.Request):
+                if not current:
+                    return "No job running."
+                try:
+                    view = ApiClient(base, signins.key(request)).call("POST", f"/v1/jobs/{current}/cancel").json()
+                except ApiError as exc:
+                    return f"Could not cancel: {exc}"
+                return _job_line(view)
+
+            submit.click(run_single, {face, audio, *controls.values()}, [progress, video, download, job_id])
+            cancel.click(cancel_single, job_id, progress)
 
         with gr.Tab("Batch"):
             batch_audio = gr.File(label="One speech for every presenter", elem_id="batch-audio")
             batch_faces = gr.File(label="Presenter videos or photos", file_count="multiple", elem_id="batch-faces")
             batch_submit = gr.Button("Generate all", variant="primary", elem_id="batch-submit")
+            batch_note = gr.Markdown(elem_id="batch-note")
             table = gr.Dataframe(headers=["item", "name", "status", "progress", "error"], label="Items", elem_id="batch-table")
-            thumbs = gr.Gallery(label="Thumbnails", columns=6, height=200)
+            thumbs = gr.Gallery(label="Thumbnails", columns=4, object_fit="contain", height="auto", elem_id="batch-thumbs")
             archive = gr.File(label="All results (ZIP)", elem_id="batch-zip")
 
             def run_batch(values: dict, request: gr.Request):
                 audio_file, face_files = values[batch_audio], values[batch_faces]
                 if not audio_file or not face_files:
-                    raise gr.Error("Upload one speech track and at least one presenter.")
+                    yield "Upload one speech track and at least one presenter.", None, None, None
+                    return
                 api = ApiClient(base, signins.key(request))
                 handles = [open(f, "rb") for f in face_files]
                 try:
@@ -191,25 +252,44 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
                         files = [("faces", (Path(f).name, h)) for f, h in zip(face_files, handles)]
                         batch = api.call("POST", "/v1/batches", files=files + [("audio", (Path(audio_file).name, a))],
                                          data={"options": json.dumps(option_form(controls, values))}).json()
+                    thumbnails: dict[str, tuple[str, str]] = {}
+                    while True:
+                        view = api.call("GET", f"/v1/batches/{batch['id']}").json()
+                        rows = [[j["item"], j["name"], j["status"], f"{j['progress'] * 100:.0f}%", j.get("error") or ""]
+                                for j in view["jobs"]]
+                        for j in view["jobs"]:
+                            if j["status"] == JobStatus.SUCCEEDED and j["id"] not in thumbnails:
+                                thumbnails[j["id"]] = (api.download(j["links"]["thumbnail"], result_name(j["name"], ".jpg")), j["name"])
+                        gallery = list(thumbnails.values())  # (image, caption): whole and labelled
+                        if view["done"]:
+                            break
+                        yield f"Batch `{batch['id'][:8]}`: running", rows, gallery, None
+                        time.sleep(POLL_S)
+                    zip_path = api.download(view["links"]["archive"], "lipsync-batch.zip") if thumbnails else None
+                    yield f"Batch `{batch['id'][:8]}`: done", rows, gallery, zip_path
+                except ApiError as exc:
+                    yield f"Not submitted or stopped: {exc}", None, None, None
                 finally:
                     for h in handles:
                         h.close()
-                thumbnails: dict[str, str] = {}
-                while True:
-                    view = api.call("GET", f"/v1/batches/{batch['id']}").json()
-                    rows = [[j["item"], j["name"], j["status"], f"{j['progress'] * 100:.0f}%", j.get("error") or ""] for j in view["jobs"]]
-                    for j in view["jobs"]:
-                        if j["status"] == JobStatus.SUCCEEDED and j["id"] not in thumbnails:
-                            thumbnails[j["id"]] = api.download(j["links"]["thumbnail"], ".jpg")
-                    gallery = list(thumbnails.values())
-                    if view["done"]:
-                        break
-                    yield rows, gallery, None
-                    time.sleep(POLL_S)
-                zip_path = api.download(view["links"]["archive"], ".zip") if thumbnails else None
-                yield rows, gallery, zip_path
 
-            batch_submit.click(run_batch, {batch_audio, batch_faces, *controls.values()}, [table, thumbs, archive])
+            batch_submit.click(run_batch, {batch_audio, batch_faces, *controls.values()}, [batch_note, table, thumbs, archive])
+
+        with gr.Tab("Your recent jobs"):
+            history = gr.Dataframe(headers=["job", "name", "status", "progress", "created (UTC)", "error"], label="Newest first",
+                                   elem_id="recent-jobs", interactive=False)
+
+            def refresh(request: gr.Request):
+                try:
+                    return recent_jobs(ApiClient(base, signins.key(request)))
+                except (ApiError, gr.Error, httpx.HTTPError):
+                    return gr.update()
+
+            ui.load(refresh, None, history)
+            gr.Timer(5.0).tick(refresh, None, history)
+    # Gradio runs one call per event at a time by default: a second user's Generate would wait for
+    # the first job to finish. Every handler here only submits and polls the API, so none is limited.
+    ui.queue(default_concurrency_limit=None)
     return ui
 
 

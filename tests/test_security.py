@@ -299,7 +299,7 @@ def test_nothing_is_stored_or_told_without_a_key(service):
     metrics = httpx.get(f"{service.base}/metrics").text
     assert "lipsync_jobs" in metrics and "tenant=" not in metrics and "globex" not in metrics
     ready = httpx.get(f"{service.base}/readyz").json()
-    assert set(ready) == {"ready", "checks"} and all(set(c) == {"ok"} for c in ready["checks"].values())
+    assert set(ready) == {"ready", "weights", "checks"} and all(set(c) == {"ok"} for c in ready["checks"].values())
     assert "127.0.0.1" not in json.dumps(ready)
     detailed = httpx.get(f"{service.base}/readyz", headers={"Authorization": "Bearer ops-key"}).json()
     assert detailed["checks"]["triton"]["detail"]

@@ -42,6 +42,7 @@ def test_a_job_runs_and_its_result_streams_with_range_requests(service, media):
         view = wait_for(api, job_id)
         assert view["status"] == "succeeded", view
         assert view["progress"] == 1.0 and view["attempts"] == 1 and view["options"]["pads"] == [0, 20, 0, 0]
+        assert view["weights"] == "random"  # the result says it came from random weights (a blurred mouth)
         assert view["timings"]["run_s"] > 0 and view["links"]["result"].endswith("/result")
         full = api.get(f"/v1/jobs/{job_id}/result")
         assert full.status_code == 200 and full.headers["content-type"] == "video/mp4"
@@ -67,6 +68,7 @@ def test_a_job_runs_and_its_result_streams_with_range_requests(service, media):
         assert 'lipsync_jobs{status="succeeded"}' in public and "acme" not in public
     ready = httpx.get(f"{service.base}/readyz", headers=ops).json()
     assert ready["ready"] is True and set(ready["checks"]) == {"triton", "storage", "queue", "database"}
+    assert ready["weights"] == "random" and httpx.get(f"{service.base}/readyz").json()["weights"] == "random"
     assert ready["checks"]["triton"]["detail"] == "ready"
 
 
@@ -394,6 +396,53 @@ def test_the_web_ui_runs_a_job_and_shows_its_video_in_chromium(service, media):
             browser.close()
     with service.client() as api:  # the UI used the API under the key's tenant
         assert any(j["status"] == "succeeded" for j in api.get("/v1/jobs").json()["jobs"])
+
+
+def test_two_browsers_generate_at_once_and_each_page_shows_cancel_history_and_the_weights(service, media, long_speech):
+    """Gradio's default (one call per event at a time) held the second user's job back until the
+    first finished; the UI only submits and polls, so both jobs must be at the service together."""
+    from playwright.sync_api import sync_playwright
+
+    with service.client() as api:
+        before = {j["id"] for j in api.get("/v1/jobs", params={"limit": 200}).json()["jobs"]}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS, headless=True)
+        try:
+            pages = [browser.new_context().new_page() for _ in range(2)]  # two users: separate sessions
+            for page in pages:
+                ui_sign_in(page, service.base)
+                page.wait_for_function("document.querySelector('#model-status')?.innerText.includes('Ready')", timeout=60000)
+                assert "RANDOM" in page.locator("#model-status").inner_text()  # the weights are named where users look
+                page.locator("#face-file input[type=file]").set_input_files(str(media["clip"]))
+                page.locator("#audio-file input[type=file]").set_input_files(str(long_speech))
+                page.wait_for_selector("#audio-preview audio, #audio-preview [data-testid]", timeout=30000)  # the speech can be played
+            for page in pages:
+                page.locator("#submit").click()
+            with service.client() as api:
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    new = [j for j in api.get("/v1/jobs", params={"limit": 200}).json()["jobs"] if j["id"] not in before]
+                    if len(new) == 2:
+                        break
+                    time.sleep(0.5)
+                assert len(new) == 2, new
+                first, second = sorted(new, key=lambda j: j["created_at"])
+                # both submitted while the first still runs (40 s of speech): not one after the other
+                assert first["status"] in ("queued", "running") or first["finished_at"] > second["created_at"], (first, second)
+                pages[1].locator("#cancel").click()
+                pages[1].wait_for_function("document.querySelector('#job-progress')?.innerText.includes('cancelled')", timeout=120000)
+                pages[0].locator("#cancel").click()
+                for page in pages:
+                    page.reload()
+                    page.get_by_role("tab", name="Your recent jobs").click()
+                    page.wait_for_function(f"document.querySelector('#recent-jobs')?.innerText.includes('{second['id'][:8]}')",
+                                           timeout=60000)
+                deadline = time.monotonic() + 60  # a running job stops within a second or so of its cancel
+                while (statuses := {api.get(f"/v1/jobs/{j['id']}").json()["status"] for j in new}) != {"cancelled"}:
+                    assert time.monotonic() < deadline, statuses
+                    time.sleep(0.5)
+        finally:
+            browser.close()
 
 
 def test_readyz_understands_dns_urls_as_the_helm_chart_gives_them(triton, tmp_path):

@@ -1,4 +1,4 @@
-"""a job's W3C trace context, the client's Idempotency-Key (one job per key and tenant), and
+"""the weights that made a job's result, a job's W3C trace context, the client's Idempotency-Key (one job per key and tenant), and
 counters of finished jobs (kept when jobs are deleted or expire; started from the jobs there are)
 
 Revision ID: 0003
@@ -17,6 +17,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("traceparent", sa.String(55), nullable=True))
+        batch.add_column(sa.Column("weights", sa.String(80), nullable=True))
         batch.add_column(sa.Column("idempotency_key", sa.String(200), nullable=True))
         batch.create_unique_constraint("uq_jobs_tenant_idempotency_key", ["tenant", "idempotency_key"])
     op.create_table(
@@ -38,3 +39,4 @@ def downgrade() -> None:
         batch.drop_constraint("uq_jobs_tenant_idempotency_key", type_="unique")
         batch.drop_column("idempotency_key")
         batch.drop_column("traceparent")
+        batch.drop_column("weights")
