@@ -108,7 +108,12 @@ def _add_generate(sub) -> None:
 
 
 class LipsyncInterrupted(LipsyncError):
-    exit_code = 130
+    """Stopped by a signal: the exit status is 128 + its number (130 for SIGINT, 143 for SIGTERM),
+    as a shell reports a process killed by it, so job runners see why it stopped."""
+
+    def __init__(self, message: str, signame: str = "SIGINT"):
+        super().__init__(message)
+        self.exit_code = 128 + int(signal.Signals[signame])
 
 
 @contextmanager
@@ -154,7 +159,7 @@ def _run_generate(args) -> int:
                               cancel=cancel, detect_progress=detect_progress)
         except Cancelled:
             if received:
-                raise LipsyncInterrupted(f"interrupted by {received[0]}; no output was written") from None
+                raise LipsyncInterrupted(f"interrupted by {received[0]}; no output was written", received[0]) from None
             raise
     if args.json:
         print(json.dumps(result.as_dict()))
@@ -278,10 +283,10 @@ def _run_batch(args) -> int:
 
             urls = [stack.enter_context(TritonServer(args.model_repository)).grpc_url]
         summary = BatchRun(args.manifest, args.out, urls, args.concurrency, args.s3_endpoint_url, cancel).run()
-    if received:
-        raise LipsyncInterrupted(f"interrupted by {received[0]}; finished items are kept, run again to resume")
     print(f"batch: {summary['succeeded']} of {summary['items']} succeeded ({summary['skipped']} from an earlier run), "
-          f"{summary['failed']} failed", file=sys.stderr)
+          f"{summary['failed']} failed, {summary['cancelled']} cancelled", file=sys.stderr)
+    if received:
+        raise LipsyncInterrupted(f"interrupted by {received[0]}; finished items are kept, run again to resume", received[0])
     return 0 if summary["succeeded"] == summary["items"] else 1
 
 

@@ -3,11 +3,16 @@
 The manifest is a CSV with `face` and `audio` columns (paths relative to the manifest, or fsspec
 URLs such as s3://), an optional `name` and option columns by the CLI's names. Results go to
 OUT (a folder or an s3:// URL) as `<name>.mp4`, with one status file per item in OUT/status/
-written atomically. A re-run skips items whose status says succeeded and whose result exists, so
-a crashed or killed run resumes where it stopped. Exit status 0 only when every item succeeded."""
+written atomically. Items are known by their content, not their row: the status file is named by
+a digest of the item's name, its inputs' contents (sha256 of local files; the store's checksum,
+e.g. the S3 ETag, of URLs) and its options. A re-run skips items whose status says succeeded and
+whose result exists, so a crashed or killed run resumes where it stopped; a row inserted anywhere
+is made, and an item whose speech, presenter or options changed is made again. Exit status 0
+only when every item succeeded."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 import tempfile
@@ -22,6 +27,7 @@ from lipsync_triton import log
 from lipsync_triton.client.generate import GenerateOptions, generate
 from lipsync_triton.client.triton_client import Cancelled
 from lipsync_triton.errors import LipsyncError
+from lipsync_triton.files import file_sha256
 from .job_options import JobOptions
 from .jobs import display_name
 from .storage import Storage
@@ -69,9 +75,30 @@ class BatchRun:
         self.concurrency = max(1, concurrency)
         self.cancel = cancel or threading.Event()
         self.s3_endpoint_url = s3_endpoint_url
+        self._keys: dict[int, str] = {}
+
+    def _input_identity(self, ref: str) -> str:
+        """What an input is: the sha256 of a local file, the store's checksum (S3: the ETag) of a URL."""
+        url = _resolve(ref, self.base)
+        try:
+            if "://" not in url:
+                return file_sha256(url)
+            options = {"client_kwargs": {"endpoint_url": self.s3_endpoint_url}} if url.startswith("s3://") and self.s3_endpoint_url else {}
+            fs, path = fsspec.core.url_to_fs(url, **options)
+            return f"{fs.protocol}:{fs.checksum(path)}"
+        except (OSError, ValueError):
+            return f"missing:{ref}"  # fails when run, with the input named
+
+    def item_key(self, item: Item) -> str:
+        """The item's identity: name, both inputs' contents and its options (not its row number)."""
+        if item.number not in self._keys:
+            parts = [item.name, self._input_identity(item.face), self._input_identity(item.audio),
+                     json.dumps(item.options, sort_keys=True)]
+            self._keys[item.number] = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+        return self._keys[item.number]
 
     def _status_key(self, item: Item) -> str:
-        return f"status/{item.number:05d}.json"
+        return f"status/{self.item_key(item)}.json"
 
     def _done(self, item: Item) -> bool:
         try:
@@ -82,7 +109,8 @@ class BatchRun:
         return status.get("status") == "succeeded" and self.out.exists(status.get("result", ""))
 
     def _write_status(self, item: Item, work: Path, **fields) -> None:
-        record = {"item": item.number, "name": item.name, "face": item.face, "audio": item.audio, **fields}
+        record = {"item": item.number, "key": self.item_key(item), "name": item.name, "face": item.face, "audio": item.audio,
+                  "options": item.options, **fields}
         path = work / "status.json"
         path.write_text(json.dumps(record, indent=1) + "\n")
         self.out.put_file(path, self._status_key(item))
@@ -97,9 +125,11 @@ class BatchRun:
             raise LipsyncError(f"input {ref} does not exist") from None
         return target
 
-    def run_item(self, item: Item) -> bool:
+    def run_item(self, item: Item) -> str:
+        """The item's outcome: succeeded, failed or cancelled (a cancelled item has no status file:
+        the next run makes it)."""
         if self.cancel.is_set():
-            return False
+            return "cancelled"
         work = Path(tempfile.mkdtemp(prefix=f"lipsync-batch-{item.number}-"))
         try:
             try:
@@ -110,16 +140,17 @@ class BatchRun:
                 self.out.put_file(work / "result.mp4", key)
                 self._write_status(item, work, status="succeeded", result=key, frames=result.frames, seconds=result.seconds)
                 log.event("batch_item", item=item.number, item_name=item.name, status="succeeded", frames=result.frames)
-                return True
+                return "succeeded"
             except Cancelled:
-                return False  # no status: the next run does it again
+                log.event("batch_item", item=item.number, item_name=item.name, status="cancelled")
+                return "cancelled"
             except Exception as exc:  # this item fails alone (bad input, storage error, a bug)
                 message = str(exc).splitlines()[0] if isinstance(exc, LipsyncError) else f"{type(exc).__name__}: {exc}"
                 # name the user's inputs, not this run's temporary copies
                 message = message.replace(str(work / "face"), item.face).replace(str(work / "audio"), item.audio)
                 self._write_status(item, work, status="failed", error=message)
                 log.event("batch_item", item=item.number, item_name=item.name, status="failed", error=message)
-                return False
+                return "failed"
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -129,7 +160,7 @@ class BatchRun:
         log.event("batch_started", items=len(self.items), skipped=skipped, concurrency=self.concurrency)
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="batch") as pool:
             outcomes = list(pool.map(self.run_item, todo))
-        summary = {"items": len(self.items), "skipped": skipped, "succeeded": skipped + sum(outcomes),
-                   "failed": len(todo) - sum(outcomes), "cancelled": self.cancel.is_set()}
+        summary = {"items": len(self.items), "skipped": skipped, "succeeded": skipped + outcomes.count("succeeded"),
+                   "failed": outcomes.count("failed"), "cancelled": outcomes.count("cancelled")}
         log.event("batch_finished", **summary)
         return summary
