@@ -20,7 +20,7 @@ from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.memory import pin_large_allocations_to_mmap
 from lipsync_triton.preprocessing.audio import load_mel
-from lipsync_triton.preprocessing.mel import MEL_WINDOW, mel_window_starts
+from lipsync_triton.preprocessing.mel import MEL_WINDOW, frames_covering_speech, mel_window_starts
 from lipsync_triton.preprocessing.crops import crop_face_i420, paste_face_i420
 from lipsync_triton.preprocessing.faces import FaceSelector
 from lipsync_triton.preprocessing.video import FrameSource, FrameTransform
@@ -107,7 +107,9 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
             mel = load_mel(audio, opts.limits)
         source, models = opened.result(), ready.result()
     starts = mel_window_starts(mel.shape[1], source.fps)
-    n_frames = len(starts)
+    n_frames = len(starts)  # generated frames, as the reference makes them
+    hold = max(0, frames_covering_speech(mel.shape[1], source.fps) - n_frames)  # the last frame, held to the speech's end
+    n_out = n_frames + hold
 
     max_batch = models[WAV2LIP_MODEL].max_batch_size
     batch_size = min(opts.wav2lip_batch_size, max_batch) if max_batch else opts.wav2lip_batch_size
@@ -137,6 +139,7 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
     writer = Mp4Writer(outfile, source.width, source.height, source.fps, audio, crf=opts.crf, preset=opts.preset,
                        x264_params=opts.x264_params, pix_fmt="yuv420p")
     done = wav_requests = 0
+    last_frame = None
     try:
         with InFlight(opts.in_flight, job_cancel, "wav2lip") as flight:
             for (frames, frame_boxes), out in flight.map(pool.infer, wav2lip_requests()):
@@ -146,12 +149,18 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
                         paste_face_i420(frame, box, face_out, blend=not opts.hard_paste)
                     with timer.stage("encode"):
                         writer.write(frame)
+                    last_frame = frame
                 done += len(frames)
                 if progress:
-                    progress(done, n_frames)
+                    progress(done, n_out)
             timer.add("generate", flight.wait_seconds)
         if done != n_frames:
             raise LipsyncError(f"{face} produced {done} of {n_frames} frames; the video may be truncated")
+        with timer.stage("encode"):
+            for _ in range(hold):
+                writer.write(last_frame)
+        if hold and progress:
+            progress(n_out, n_out)
         tracked.finish()
         with timer.stage("encode"):
             writer.close()
@@ -165,12 +174,12 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
         raise
     seconds = time.monotonic() - started
     result = GenerateResult(
-        outfile=str(outfile), frames=n_frames, video_fps=source.fps, width=source.width, height=source.height,
-        seconds=round(seconds, 3), frames_per_second=round(n_frames / seconds, 3), cache_hit=tracked.cache_hit,
+        outfile=str(outfile), frames=n_out, video_fps=source.fps, width=source.width, height=source.height,
+        seconds=round(seconds, 3), frames_per_second=round(n_out / seconds, 3), cache_hit=tracked.cache_hit,
         frames_without_face=tracked.filled, detector_requests=tracked.detector_requests, wav2lip_requests=wav_requests,
         stages=timer.as_dict(), weights=models[WAV2LIP_MODEL].weights,
     )
-    log.event("generated", outfile=str(outfile), frames=n_frames, fps_out=source.fps, seconds=result.seconds,
+    log.event("generated", outfile=str(outfile), frames=n_out, fps_out=source.fps, seconds=result.seconds,
               frames_per_s=result.frames_per_second, cache_hit=tracked.cache_hit, frames_without_face=tracked.filled,
               weights=result.weights)
     return result

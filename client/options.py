@@ -85,6 +85,11 @@ class Declared:
     default: Any
     spec: Option
 
+    @property
+    def cli_flag(self) -> str:
+        """The CLI flag: --NAME with dashes, or the declared one."""
+        return self.spec.flag or "--" + self.name.replace("_", "-")
+
 
 def declared() -> list[Declared]:
     """Every declared option, in declaration order."""

@@ -75,7 +75,7 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
     from lipsync_triton.client.options import QUAD_PARTS, Quad, declared
 
     for d in declared():
-        flag = d.spec.flag or "--" + d.name.replace("_", "-")
+        flag = d.cli_flag
         bounds = ", ".join(f"{w} {v:g}" for w, v in ((">=", d.spec.ge), (">", d.spec.gt), ("<=", d.spec.le)) if v is not None)
         kwargs = {"dest": d.name, "help": d.spec.help + (f" ({bounds})" if bounds else "")}
         if d.type is bool:

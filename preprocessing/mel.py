@@ -7,6 +7,8 @@ the one-shot computation (reflect padding is applied at the true start and end o
 """
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from typing import Iterable
 
@@ -183,6 +185,14 @@ class MelWindowStarts(Sequence[int]):
 
     def __eq__(self, other) -> bool:
         return list(self) == list(other)
+
+
+def frames_covering_speech(n_mel_frames: int, fps: float) -> int:
+    """Video frames that last as long as the speech (whose length the mel gives to within one hop:
+    n_mel_frames = 1 + samples // hop). The reference's frames (MelWindowStarts) stop about 0.15 s
+    early, where the last full 16-step window starts; the job holds its last frame for the rest."""
+    seconds = (n_mel_frames - 1) / MEL_FRAMES_PER_SECOND
+    return math.ceil(seconds * fps - 1e-6)
 
 
 def mel_window_starts(n_mel_frames: int, fps: float) -> MelWindowStarts:

@@ -6,6 +6,7 @@ Every state change is a conditional UPDATE on (id, attempt, status): a run whose
 overwriting a newer run. A re-run writes the same keys, so a result is never duplicated."""
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import threading
@@ -17,6 +18,7 @@ from sqlalchemy import update
 
 from lipsync_triton import log
 from lipsync_triton.client.generate import GenerateOptions, generate
+from lipsync_triton.client.options import job_options
 from lipsync_triton.errors import Cancelled, LipsyncError, TransientError
 from lipsync_triton.preprocessing.ffmpeg_pipe import FfmpegProcess
 from lipsync_triton.preprocessing.media_input import input_args
@@ -104,13 +106,17 @@ class Watch:
                 self.cancel.set()
 
 
-def user_facing(message: str, work: Path) -> str:
-    """A job error as its tenant may read it: the worker's files named as the inputs they hold
-    (never a server path), and no CLI flag the tenant cannot pass."""
-    for name, what in (("face", "the presenter (face)"), ("audio", "the speech (audio)"), ("result.mp4", "the result")):
+def user_facing(message: str, work: Path, presenter: str = "") -> str:
+    """A job error as its tenant may read it: the worker's files named as the inputs the tenant
+    sent (never a server path), and job options where the client's message names a CLI flag."""
+    for name, what in (("face", f"the presenter {presenter}".rstrip() if presenter else "the presenter"),
+                       ("audio", "the speech"), ("result.mp4", "the result")):
         message = message.replace(str(work / name), what)
     message = message.replace(str(work), "the job's folder")
-    return message.replace("or pass --box", "or give a fixed box (option box)")
+    message = message.replace("or pass --box", "or give a fixed face box (option box)")
+    for d in sorted(job_options(), key=lambda d: -len(d.cli_flag)):  # --face-select before a shorter prefix
+        message = re.sub(re.escape(d.cli_flag) + r"\b", f"option {d.name}", message)
+    return message
 
 
 def thumbnail(video: Path, out: Path) -> Path:
@@ -169,7 +175,7 @@ def run_job(job_id: str, queue: "JobQueue", last_attempt: bool = True) -> None:
     except TransientError as exc:  # Triton down or restarting past the client's own retries: the queue retries
         _retry_or_fail(db, job, exc, last_attempt, queue)
     except LipsyncError as exc:  # the input's fault: no retry
-        error = user_facing(str(exc).splitlines()[0], work)
+        error = user_facing(str(exc).splitlines()[0], work, job.name)
         _update(db, job, status=JobStatus.FAILED, error=error[:500], finished_at=utcnow())
         log.event("job_failed", job=job.id, tenant=job.tenant, error=str(exc).splitlines()[0][:300])
         _notify(job, queue)

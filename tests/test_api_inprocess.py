@@ -137,3 +137,16 @@ def test_home_redirects_and_docs_render_without_a_cdn(api):
         html = api.get(page).text
         assert "cdn." not in html and "googleapis" not in html and "/static-offline-docs/" in html, page
     assert api.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+
+
+def test_job_errors_name_the_users_inputs_and_options_not_server_paths_or_flags(tmp_path):
+    from lipsync_triton.service.runner import user_facing
+
+    work = tmp_path / "job-1234"
+    said = user_facing(f"no face found in any frame of {work / 'face'}; use a clip with a visible frontal face or pass --box",
+                       work, "talk.mp4")
+    assert said == ("no face found in any frame of the presenter talk.mp4; use a clip with a visible frontal face "
+                    "or give a fixed face box (option box)")
+    assert user_facing("--face-select 'x': use 'largest'", work) == "option face_select 'x': use 'largest'"
+    assert user_facing(f"--crop (0, 1, 0, 1) leaves an empty frame in {work}", work) == \
+        "option crop (0, 1, 0, 1) leaves an empty frame in the job's folder"

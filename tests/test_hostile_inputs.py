@@ -105,6 +105,7 @@ def test_each_bad_file_gets_a_4xx_or_a_one_line_failed_job(service, corpus, medi
                 if view["status"] == "failed":
                     assert view["error"] and "\n" not in view["error"] and "Traceback" not in view["error"], (name, view)
                     assert "/tmp" not in view["error"] and str(service.data_dir) not in view["error"], (name, view)  # no server path
+                    assert " --" not in view["error"], (name, view)  # no CLI flag a tenant cannot pass
                 outcomes[name] = view["status"]
             else:
                 detail = response.json()["detail"]
