@@ -21,6 +21,12 @@ def guarded(cmd: list[str], signal_name: str = "KILL") -> list[str]:
     return [SETPRIV, "--pdeathsig", signal_name, "--", *cmd] if SETPRIV else list(cmd)
 
 
+def niced(cmd: list[str], niceness: int) -> list[str]:
+    """`cmd` at a lower CPU priority (coreutils `nice` execs it: same PID, signals reach it; its
+    threads and children inherit the niceness)."""
+    return ["nice", "-n", str(niceness), *cmd] if niceness else list(cmd)
+
+
 def guarded_server(cmd: list[str]) -> list[str]:
     """A server gets SIGTERM (a clean shutdown) when we die, if started from the main thread."""
     return guarded(cmd, "TERM") if threading.current_thread() is threading.main_thread() else list(cmd)

@@ -27,6 +27,7 @@ from lipsync_triton.errors import LipsyncError
 SUPPORTED_DEMUXERS = ("mov", "matroska", "avi", "mpegts", "flv", "gif", "wav", "w64", "aiff", "caf", "flac", "mp3", "aac",
                       "ogg", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe")
 PATTERN_CHARACTERS = frozenset("%*?[]{}")
+REFERRING_MEDIA = "a playlist, script or container that refers to other files (HLS, DASH, concat, image sequence...) is not accepted"
 
 
 def input_args(path: str | Path) -> list[str]:
@@ -40,8 +41,7 @@ def one_line_reason(stderr_lines: list[str], fallback: str = "unrecognised forma
     """ffmpeg's reason for refusing an input, in words a user acts on."""
     text = " ".join(stderr_lines)
     if "not on whitelist" in text:
-        return ("a playlist, script or container that refers to other files (HLS, DASH, concat, image sequence...) "
-                "is not accepted")
+        return REFERRING_MEDIA
     return (stderr_lines[-1] if stderr_lines else fallback)[:160]
 
 

@@ -9,8 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lipsync_triton.errors import LipsyncError
-from lipsync_triton.preprocessing.media_input import MediaTooLong
-from lipsync_triton.preprocessing.media_probe import check_length, probe_media
+from lipsync_triton.preprocessing.media_sniff import AUDIO, IMAGE, VIDEO, check_upload
 from lipsync_triton.tracing import new_traceparent, trace_id
 from .db import ACTIVE, Batch, Job, JobStatus, count_finished, lock_tenant, new_id, utcnow
 from . import storage_keys as keys
@@ -40,39 +39,14 @@ def display_name(filename: str | None, fallback: str) -> str:
 
 
 def check_inputs(face: Path, audio: Path, settings: Settings) -> None:
-    """The presenter must be a video or image and the speech must hold audio, within the limits
-    (what the headers declare; a file that states no length is measured)."""
-    limits = settings.media_limits
+    """What the API checks before it answers: the first bytes of each input (no process started, so
+    submits stay fast under load). The worker probes and decodes them as what they are, with the
+    limits on frame rate, frame size and length, and fails the job with one line if they are not."""
     try:
-        face_info = probe_media(face)
-    except LipsyncError as exc:
-        raise InputError(f"face is not a readable video or image ({_reason(exc)}); upload an mp4/mov/webm video "
-                         "or a jpg/png photo") from None
-    if not face_info.has_video or face_info.width <= 0:
-        raise InputError("face holds no video or image stream; upload a presenter video or photo")
-    try:
-        limits.check_frame("face", face_info.width, face_info.height)
-        if not face_info.is_image:
-            limits.check_fps("face", face_info.fps)
+        check_upload(face, "face", (VIDEO, IMAGE))
+        check_upload(audio, "audio", (AUDIO, VIDEO))
     except LipsyncError as exc:
         raise InputError(str(exc)) from None
-    try:
-        audio_info = probe_media(audio)
-    except LipsyncError as exc:
-        raise InputError(f"audio is not a readable media file ({_reason(exc)}); upload a wav/mp3/m4a speech track") from None
-    if not audio_info.has_audio:
-        raise InputError("audio holds no audio stream; upload a speech track")
-    for what, info in (("face", face_info), ("audio", audio_info)):
-        try:
-            check_length(info, limits, what)
-        except MediaTooLong as exc:
-            raise InputError(str(exc), 413) from None
-
-
-def _reason(exc: LipsyncError) -> str:
-    """The decoder's reason from a probe error, without the server-side path it names."""
-    text = str(exc)
-    return text[text.find("(") + 1:text.rfind(")")] if "(" in text else "unrecognised format"
 
 
 def check_capacity(session: Session, tenant: str, settings: Settings, adding: int = 1) -> None:
@@ -137,7 +111,7 @@ def check_idempotency_key(value: str | None) -> str | None:
 def new_job(session: Session, storage: Storage, settings: Settings, tenant: str, face: Path, audio: Path,
             options: JobOptions, name: str, *, batch_id: str | None = None, item: int | None = None,
             webhook_url: str | None = None, fail_softly: bool = False, traceparent: str | None = None,
-            idempotency_key: str | None = None) -> Job:
+            idempotency_key: str | None = None, move_inputs: bool = False) -> Job:
     """A queued job (not yet added: see `admit`) with its inputs stored; with `fail_softly` (batch items) a bad input gives a
     failed job instead of an error, so one bad item never stops the rest."""
     job = Job(id=new_id(), tenant=tenant, batch_id=batch_id, item=item, name=name, status=JobStatus.QUEUED, progress=0.0,
@@ -151,8 +125,8 @@ def new_job(session: Session, storage: Storage, settings: Settings, tenant: str,
         job.status, job.error, job.finished_at = JobStatus.FAILED, str(exc), utcnow()
         return job
     job.face_key, job.audio_key = keys.job_face(tenant, job.id), keys.job_audio(tenant, job.id)
-    storage.put_file(face, job.face_key)
-    storage.put_file(audio, job.audio_key)
+    storage.put_file(face, job.face_key, move=move_inputs)
+    storage.put_file(audio, job.audio_key, move=move_inputs)
     return job
 
 

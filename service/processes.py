@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
-from lipsync_triton.process_guard import guarded_server
+from lipsync_triton.process_guard import guarded_server, niced
 from .queue import JobQueue
 from .readiness import triton_ready
 from .retention import requeue_stale
@@ -50,7 +50,8 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
         from lipsync_triton.serving.server import TritonServer
 
         _export_if_missing(model_repository)
-        server = TritonServer(model_repository, log_path=None, address=triton_address).start(wait=False)  # UI: "model initialising"
+        server = TritonServer(model_repository, log_path=None, address=triton_address,
+                              nice=get_settings().background_nice).start(wait=False)  # UI: "model initialising"
         triton_urls = [server.grpc_url]
     settings = _service_settings(triton_urls)
     Tenants(settings).check_startup(host, settings.local_only)
@@ -59,8 +60,10 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
     # Workers read the same environment, told the Triton URLs this command was given.
     worker_env = {**os.environ, "LIPSYNC_TRITON_URLS": settings.triton_urls,
                   "LIPSYNC_LOG_FORMAT": os.environ.get("LIPSYNC_LOG_FORMAT", "json")}
-    workers = [subprocess.Popen(guarded_server([sys.executable, "-m", "lipsync_triton.cli", "worker"]), env=worker_env,
-                                process_group=0) for _ in range(count)]
+    # Generation runs at a lower CPU priority than the API: a burst of submits and polls is answered
+    # in milliseconds even while jobs keep every core busy (perf/BENCHMARKS.md, job service under load).
+    workers = [subprocess.Popen(guarded_server(niced([sys.executable, "-m", "lipsync_triton.cli", "worker"], settings.background_nice)),
+                                env=worker_env, process_group=0) for _ in range(count)]
     log.event("api_starting", host=host, port=port, workers=count, triton=",".join(settings.triton),
               database=settings.database.split("://")[0], queue=settings.queue_url.split("://")[0] or "sqlite",
               storage=settings.storage.split("://")[0] if "://" in settings.storage else "local")

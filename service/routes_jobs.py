@@ -15,7 +15,7 @@ from .db import Job, JobStatus
 from .deps import DB, Svc, Tenant, Work
 from .job_options import OPTION_NAMES, JobOptions
 from lipsync_triton.tracing import valid_traceparent
-from .jobs import (InputError, admit, check_capacity, check_idempotency_key, display_name, job_for_key, job_view, new_job,
+from .jobs import (InputError, admit, check_idempotency_key, display_name, job_for_key, job_view, new_job,
                    request_cancel, tenant_job)
 from .uploads import enqueue, fetch_url, only_fields, save
 from .webhooks import check_webhook
@@ -56,10 +56,9 @@ def submit_job(svc: Svc, who: Tenant, db: DB, work: Work,
     audio_path = save(audio, work / "audio") if audio else fetch_url(svc, audio_url, who, work / "audio") if audio_url else None
     if face_path is None or audio_path is None:
         raise InputError("send both a face (file or face_url) and an audio (file or audio_url)")
-    check_capacity(db, who, svc.settings)
     job = new_job(db, svc.storage, svc.settings, who, face_path, audio_path, options,
                   display_name(face.filename if face else face_url, "presenter"), webhook_url=hook,
-                  traceparent=valid_traceparent(traceparent), idempotency_key=key)
+                  traceparent=valid_traceparent(traceparent), idempotency_key=key, move_inputs=True)
     if (earlier := admit(db, svc.storage, svc.settings, who, [job])) is not None:
         return _accepted(earlier, replayed=True)  # a concurrent retry with the same key won
     enqueue(svc, [job])

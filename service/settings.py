@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     local_only: bool = Field(False, description="allow no API keys (one tenant 'local'); only on a loopback address")
     workers: int = Field(2, description="jobs run at once per worker process (threads sharing the Triton server)")
     worker_processes: int = Field(1, description="worker processes `lipsync api` starts beside itself (0 = none)")
+    background_nice: int = Field(10, ge=0, le=19, description="niceness of the worker processes and the embedded tritonserver "
+                                 "`lipsync api` starts, so the API and UI answer promptly while jobs use every core (0 = same priority)")
     max_upload_mb: float = Field(500.0, description="largest request body, enforced while it streams in")
     max_media_seconds: float = Field(1800.0, description="longest presenter video or speech accepted (measured when a file states no length)")
     max_fps: float = Field(MediaLimits.max_fps, description="highest presenter frame rate accepted (higher: refused, re-encode it)")

@@ -33,14 +33,20 @@ class Storage:
             raise ValueError(f"invalid storage key {key!r}")
         return f"{self.root}/{key}"
 
-    def put_file(self, local: str | Path, key: str) -> None:
-        """Upload `local` as `key`, replacing it atomically (a re-run overwrites, never duplicates)."""
+    def put_file(self, local: str | Path, key: str, move: bool = False) -> None:
+        """Upload `local` as `key`, replacing it atomically (a re-run overwrites, never duplicates).
+        `move`: the caller is done with `local`, so local storage may rename it instead of copying."""
         target = self._path(key)
         if self.local:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
             tmp = f"{target}.partial-{uuid.uuid4().hex}"
             try:
-                shutil.copyfile(local, tmp)
+                try:
+                    if not move:
+                        raise OSError
+                    os.rename(local, tmp)  # same file system: no copy
+                except OSError:
+                    shutil.copyfile(local, tmp)
                 os.replace(tmp, target)
             finally:
                 Path(tmp).unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
-from lipsync_triton.process_guard import guarded_server
+from lipsync_triton.process_guard import guarded_server, niced
 from .triton_install import find_triton, python_backend_dir, server_environment
 
 # Python-backend shared memory per model instance: a batch of 32 detector frames is ~24 MB.
@@ -166,9 +166,10 @@ class TritonServer:
     (its ports have no authentication: only its own host should reach them)."""
 
     def __init__(self, model_repository: Path, ports: Ports | None = None, log_path: Path | None = None,
-                 address: str = LOOPBACK, extra_args: list[str] | None = None):
+                 address: str = LOOPBACK, extra_args: list[str] | None = None, nice: int = 0):
         self.repository = check_repository(model_repository)
         self.extra_args = list(extra_args or [])  # more tritonserver flags (tracing, metrics config)
+        self.nice = nice  # a lower CPU priority than the process that starts it (the all-in-one service's API)
         self.address = address
         self.ports = ports or Ports.free()
         self.log_path = log_path
@@ -187,7 +188,7 @@ class TritonServer:
     def start(self, timeout: float = 300.0, wait: bool = True) -> "TritonServer":
         """Start tritonserver; with `wait`, return once READY (else at once: callers poll readiness)."""
         cmd, env = server_command(self.repository, self.ports, self.extra_args, address=self.address)
-        self.proc = subprocess.Popen(guarded_server(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(guarded_server(niced(cmd, self.nice)), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1, process_group=0)
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()

@@ -131,19 +131,25 @@ def _lying_media(d: Path) -> dict[str, Path]:
     return {"fast": fast, "piped": piped, "big": big}
 
 
-def test_media_whose_headers_lie_are_refused_before_they_cost_anything(service, media, tmp_path):
+def test_media_whose_headers_lie_fail_their_job_in_one_line_before_decoding(triton, media, tmp_path):
+    """The API accepts what starts like a container (a cheap look: submits stay fast); the worker
+    probes it and refuses it from its headers or while measuring it, before any frame is decoded."""
     lying = _lying_media(tmp_path)
     from lipsync_triton.preprocessing.media_probe import probe_media
 
     assert probe_media(lying["piped"]).stated_seconds == 0  # the attack: a length nobody states
-    cases = {"1,000,000 fps presenter": ((lying["fast"], media["speech"]), 422, "frames per second"),
-             "speech without a duration, 90 s > 60 s limit": ((media["clip"], lying["piped"]), 413, "the limit is 60 s"),
-             "4096x4096 photo": ((lying["big"], media["speech"]), 422, "pixels")}
-    with service.client() as api:
-        for name, ((face, audio), status, words) in cases.items():
-            with open(face, "rb") as f, open(audio, "rb") as a:
-                response = api.post("/v1/jobs", files={"face": (face.name, f), "audio": (audio.name, a)})
-            assert response.status_code == status and words in response.json()["detail"], (name, response.text)
+    cases = {"1,000,000 fps presenter": ((lying["fast"], media["speech"]), "frames per second"),
+             "speech without a duration, 90 s > 60 s limit": ((media["clip"], lying["piped"]), "the limit is 60 s"),
+             "4096x4096 photo": ((lying["big"], media["speech"]), "pixels")}
+    with Service(tmp_path / "data", triton.grpc_url, keys=KEYS, extra_env={"LIPSYNC_MAX_MEDIA_SECONDS": "60"}) as svc:
+        with svc.client() as api:
+            for name, ((face, audio), words) in cases.items():
+                with open(face, "rb") as f, open(audio, "rb") as a:
+                    response = api.post("/v1/jobs", files={"face": (face.name, f), "audio": (audio.name, a)})
+                assert response.status_code == 202, (name, response.text)
+                view = wait_for(api, response.json()["id"], timeout=300)
+                assert view["status"] == "failed" and words in view["error"] and "\n" not in view["error"], (name, view)
+                assert view["attempts"] == 1 and view["frames"] is None, (name, view)  # the input's fault: no retry
 
 
 def test_the_cli_refuses_a_lying_frame_rate_and_enforces_a_length_limit_while_decoding(triton, media, tmp_path):

@@ -103,7 +103,7 @@ def test_bad_requests_get_a_clear_4xx(service, media, tmp_path):
     with service.client() as api:
         with open(text, "rb") as f, open(media["speech"], "rb") as a:
             bad = api.post("/v1/jobs", files={"face": ("notes.mp4", f), "audio": ("s.wav", a)})
-        assert bad.status_code == 422 and "face is not a readable video or image" in bad.json()["detail"]
+        assert bad.status_code == 422 and "face is not a video, photo or audio file" in bad.json()["detail"]
         with open(media["clip"], "rb") as f, open(media["speech"], "rb") as a:
             bad = api.post("/v1/jobs", files={"face": ("p.mp4", f), "audio": ("s.wav", a)}, data={"pads": "1 2 3"})
         assert bad.status_code == 422 and bad.json()["detail"].startswith("option pads")
@@ -284,7 +284,7 @@ def test_while_triton_is_down_readyz_fails_and_the_ui_says_model_initialising(tm
                 browser.close()
 
 
-def test_limits_on_duration_and_active_jobs_and_hashed_keys(triton, media, tmp_path):
+def test_limits_on_active_jobs_and_hashed_keys(triton, media, tmp_path):
     import hashlib
 
     keys = tmp_path / "keys.txt"
@@ -297,10 +297,7 @@ def test_limits_on_duration_and_active_jobs_and_hashed_keys(triton, media, tmp_p
     cv2.imwrite(str(photo), astronaut_bgr())
     with Service(tmp_path / "data", triton.grpc_url, keys="", workers=0, extra_env=env) as svc:
         with svc.client("bank-key") as api:
-            too_long = tone(tmp_path / "long.wav", 2.0)
-            with open(photo, "rb") as f, open(too_long, "rb") as a:
-                refused = api.post("/v1/jobs", files={"face": ("p.png", f), "audio": ("s.wav", a)})
-            assert refused.status_code == 413 and "audio lasts 2 s; the limit is 1 s" in refused.json()["detail"]
+            # (the length limit is the worker's: test_security's lying-media test runs it)
             short = tone(tmp_path / "short.wav", 0.5)
             submit(api, photo, short)  # queued: no worker runs in this service
             with open(photo, "rb") as f, open(short, "rb") as a:
