@@ -185,6 +185,30 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
     return result
 
 
+def track_presenter(face: str | Path, urls: list[str] | str, options: GenerateOptions | None = None,
+                    cancel: threading.Event | None = None) -> int:
+    """Track the faces of EVERY frame of a presenter into the presenter cache (what registering a
+    presenter does once), so that each later job with it skips detection. Raises LipsyncError when
+    no frame shows a face. Returns the presenter's frame count as its header states it (0: unstated)."""
+    opts = dataclasses.replace(options or GenerateOptions(), cache_whole_video=True, use_cache=True)
+    validate(opts)
+    transform = FrameTransform(opts.resize_factor, tuple(opts.crop), opts.rotate)
+    job_cancel = JobCancel(cancel)
+    pool = TritonPool(urls, retry_seconds=opts.retry_seconds, request_timeout=opts.request_timeout, cancel=job_cancel,
+                      traceparent=opts.traceparent)
+    source = FrameSource(face, transform, static=opts.static, fps=opts.fps, pix_fmt="yuv420p", limits=opts.limits)
+    models = pool.check_ready((WAV2LIP_MODEL, DETECTOR_MODEL))
+    tracked = _track(opts, source, pool, models, 1, FaceSelector.parse(opts.face_select), transform, job_cancel,
+                     StageTimer(), None)
+    try:
+        tracked.finish()
+        tracked.boxes.box(0)  # "no face found in any frame" surfaces here
+    except BaseException:
+        tracked.abort()
+        raise
+    return int(source.info.frames or 0)
+
+
 class LipSyncClient:
     """Python API for integrators and job workers.
 

@@ -50,6 +50,31 @@ class Batch(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class PresenterStatus(StrEnum):
+    """preparing (faces being tracked) -> ready | failed."""
+
+    PREPARING = "preparing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class Presenter(Base):
+    """A presenter video or photo registered once: its faces are tracked when it arrives (the
+    workers' presenter cache), and jobs refer to it by id instead of uploading it again."""
+
+    __tablename__ = "presenters"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(16), default=PresenterStatus.PREPARING)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    face_key: Mapped[str] = mapped_column(String(300))
+    frames: Mapped[int | None] = mapped_column(Integer, nullable=True)  # frames whose faces are tracked
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)  # retention counts from here
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
@@ -78,6 +103,7 @@ class Job(Base):
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     traceparent: Mapped[str | None] = mapped_column(String(55), nullable=True)  # W3C trace context, sent to Triton
     weights: Mapped[str | None] = mapped_column(String(80), nullable=True)  # the Wav2Lip weights that made the result
+    presenter_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)  # a registered presenter's
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the client's: one job per key
 
     __table_args__ = (UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),)

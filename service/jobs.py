@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.preprocessing.media_sniff import AUDIO, IMAGE, VIDEO, check_upload
 from lipsync_triton.tracing import new_traceparent, trace_id
-from .db import ACTIVE, Batch, Job, JobStatus, count_finished, lock_tenant, new_id, utcnow
+from .db import ACTIVE, Batch, Job, JobStatus, Presenter, count_finished, lock_tenant, new_id, utcnow
 from . import storage_keys as keys
 from .job_options import JobOptions
 from .settings import Settings
@@ -38,12 +38,14 @@ def display_name(filename: str | None, fallback: str) -> str:
     return safe_name(Path((filename or "").replace("\\", "/").split("/")[-1]).stem, fallback)
 
 
-def check_inputs(face: Path, audio: Path, settings: Settings) -> None:
+def check_inputs(face: Path | None, audio: Path, settings: Settings) -> None:
     """What the API checks before it answers: the first bytes of each input (no process started, so
     submits stay fast under load). The worker probes and decodes them as what they are, with the
-    limits on frame rate, frame size and length, and fails the job with one line if they are not."""
+    limits on frame rate, frame size and length, and fails the job with one line if they are not.
+    `face` None: a registered presenter, checked when it was registered."""
     try:
-        check_upload(face, "face", (VIDEO, IMAGE))
+        if face is not None:
+            check_upload(face, "face", (VIDEO, IMAGE))
         check_upload(audio, "audio", (AUDIO, VIDEO))
     except LipsyncError as exc:
         raise InputError(str(exc)) from None
@@ -108,24 +110,32 @@ def check_idempotency_key(value: str | None) -> str | None:
     return value
 
 
-def new_job(session: Session, storage: Storage, settings: Settings, tenant: str, face: Path, audio: Path,
+def new_job(session: Session, storage: Storage, settings: Settings, tenant: str, face: Path | Presenter, audio: Path,
             options: JobOptions, name: str, *, batch_id: str | None = None, item: int | None = None,
             webhook_url: str | None = None, fail_softly: bool = False, traceparent: str | None = None,
             idempotency_key: str | None = None, move_inputs: bool = False) -> Job:
     """A queued job (not yet added: see `admit`) with its inputs stored; with `fail_softly` (batch items) a bad input gives a
-    failed job instead of an error, so one bad item never stops the rest."""
+    failed job instead of an error, so one bad item never stops the rest. `face` is an uploaded
+    file or a registered presenter (whose stored file the job reads; nothing is copied)."""
+    presenter = face if isinstance(face, Presenter) else None
     job = Job(id=new_id(), tenant=tenant, batch_id=batch_id, item=item, name=name, status=JobStatus.QUEUED, progress=0.0,
               options=options.model_dump(mode="json"), webhook_url=webhook_url, attempts=0, cancel_requested=False,
-              created_at=utcnow(), traceparent=traceparent or new_traceparent(), idempotency_key=idempotency_key)
+              created_at=utcnow(), traceparent=traceparent or new_traceparent(), idempotency_key=idempotency_key,
+              presenter_id=presenter.id if presenter else None)
     try:
-        check_inputs(face, audio, settings)
+        check_inputs(None if presenter else face, audio, settings)
     except InputError as exc:
         if not fail_softly:
             raise
         job.status, job.error, job.finished_at = JobStatus.FAILED, str(exc), utcnow()
         return job
-    job.face_key, job.audio_key = keys.job_face(tenant, job.id), keys.job_audio(tenant, job.id)
-    storage.put_file(face, job.face_key, move=move_inputs)
+    job.audio_key = keys.job_audio(tenant, job.id)
+    if presenter is not None:
+        job.face_key = presenter.face_key
+        presenter.last_used_at = job.created_at
+    else:
+        job.face_key = keys.job_face(tenant, job.id)
+        storage.put_file(face, job.face_key, move=move_inputs)
     storage.put_file(audio, job.audio_key, move=move_inputs)
     return job
 
@@ -178,7 +188,8 @@ def job_view(job: Job) -> dict:
             "name": job.name, "batch_id": job.batch_id, "item": job.item, "options": job.options, "attempts": job.attempts,
             "frames": job.frames, "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
             "finished_at": _iso(job.finished_at), "timings": timings, "links": {"self": base, "cancel": f"{base}/cancel"},
-            "trace_id": trace_id(job.traceparent) if job.traceparent else None, "weights": job.weights}
+            "trace_id": trace_id(job.traceparent) if job.traceparent else None, "weights": job.weights,
+            "presenter_id": job.presenter_id}
     if job.status == JobStatus.SUCCEEDED:
         view["links"] |= {"result": f"{base}/result", "thumbnail": f"{base}/thumbnail"}
     return view

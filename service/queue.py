@@ -2,7 +2,8 @@
 redis://...`), as one object built from Settings and handed to what needs it (the API enqueues, a
 worker consumes, the runner re-queues). Nothing is read or built at import.
 
-Tasks: run a job (bounded retries on transient errors), deliver a webhook, the hourly retention sweep.
+Tasks: run a job (bounded retries on transient errors), track a registered presenter's faces,
+deliver a webhook, the hourly retention sweep.
 Huey finds a task by its name, so every process that builds a JobQueue knows the same tasks.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from huey import RedisHuey, SqliteHuey, crontab
 from huey.api import Huey
 
+from .presenters import prepare
 from .retention import expire_old
 from .runner import run_job
 from .settings import Settings
@@ -29,10 +31,15 @@ class JobQueue:
         self._run_job = self.huey.task(retries=settings.job_retries, retry_delay=settings.retry_delay_s, context=True,
                                        name="run_job")(self._run_job_task)
         self._deliver = self.huey.task(retries=5, retry_delay=10, name="deliver_webhook")(self._deliver_task)
+        self._prepare = self.huey.task(retries=settings.job_retries, retry_delay=settings.retry_delay_s,
+                                       name="prepare_presenter")(self._prepare_task)
         self.huey.periodic_task(crontab(minute="17"), name="retention")(self._retention_task)
 
     def enqueue_job(self, job_id: str) -> None:
         self._run_job(job_id)
+
+    def prepare_presenter(self, presenter_id: str) -> None:
+        self._prepare(presenter_id)
 
     def deliver_webhook(self, job_id: str) -> None:
         self._deliver(job_id)
@@ -43,6 +50,9 @@ class JobQueue:
 
     def _run_job_task(self, job_id: str, task=None) -> None:
         run_job(job_id, self, last_attempt=task is None or task.retries == 0)
+
+    def _prepare_task(self, presenter_id: str) -> None:
+        prepare(presenter_id, self.settings)
 
     def _deliver_task(self, job_id: str) -> None:
         deliver(job_id, self.settings)

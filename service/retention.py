@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 
 from lipsync_triton import log
 from . import storage_keys as keys
-from .db import FINAL, Job, JobStatus, session_scope, utcnow
+from .db import ACTIVE, FINAL, Job, JobStatus, Presenter, session_scope, utcnow
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -18,7 +18,8 @@ from .storage import Storage
 
 
 def expire_old(settings: Settings, days: float | None = None) -> int:
-    """Delete the files of finished jobs older than `days` (default: the setting); returns how many."""
+    """Delete the files of finished jobs older than `days` (default: the setting), and presenters
+    unused that long; returns how many."""
     days = settings.retention_days if days is None else days
     cutoff = utcnow() - dt.timedelta(days=days)
     storage = Storage(settings.storage, settings.s3_endpoint_url)
@@ -31,6 +32,12 @@ def expire_old(settings: Settings, days: float | None = None) -> int:
                     storage.delete(key)
             storage.delete(keys.job_inputs(job.tenant, job.id))
             job.status, job.result_key, job.thumbnail_key, job.face_key, job.audio_key = JobStatus.EXPIRED, None, None, None, None
+            expired += 1
+        # Presenters no job has used for the retention period go too (not while a job still reads one).
+        in_use = select(Job.presenter_id).where(Job.presenter_id.is_not(None), Job.status.in_(ACTIVE))
+        for presenter in s.scalars(select(Presenter).where(Presenter.last_used_at <= cutoff, Presenter.id.not_in(in_use))):
+            storage.delete(keys.presenter_face(presenter.tenant, presenter.id))
+            s.delete(presenter)
             expired += 1
     log.event("retention", days=days, expired=expired)
     return expired

@@ -14,11 +14,12 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 
 from lipsync_triton.errors import LipsyncError
-from .db import FINAL, JobStatus
+from .db import FINAL, JobStatus, Presenter
 from .deps import DB, Svc, Tenant, Work
 from .job_options import JobOptions
 from .jobs import (InputError, admit, batch_jobs, check_capacity, display_name, failed_job, job_view, new_batch, new_job,
                    safe_name, tenant_batch)
+from .presenters import tenant_presenter, usable
 from .uploads import enqueue, only_fields, save
 from .zip_manifest import read_zip_batch
 
@@ -37,16 +38,25 @@ def _shared_options(options: str | None) -> dict:
 
 
 @router.post("", status_code=202, summary="Many jobs at once: one audio + many faces, face/audio pairs, or a ZIP with manifest.csv",
-             dependencies=[only_fields("faces", "audios", "audio", "archive", "options")])
+             dependencies=[only_fields("faces", "audios", "audio", "archive", "options", "presenter_ids")])
 def submit_batch(svc: Svc, who: Tenant, db: DB, work: Work,
                  faces: Annotated[list[UploadFile], File()] = [],  # noqa: B006 (FastAPI reads the default)
                  audios: Annotated[list[UploadFile], File()] = [],  # noqa: B006
                  audio: Annotated[UploadFile | None, File()] = None,
                  archive: Annotated[UploadFile | None, File(description="ZIP with manifest.csv")] = None,
-                 options: Annotated[str | None, Form(description="JSON object of generate options for every item")] = None):
+                 options: Annotated[str | None, Form(description="JSON object of generate options for every item")] = None,
+                 presenter_ids: Annotated[str | None, Form(description="registered presenters, comma-separated, instead of faces")] = None):
     shared = _shared_options(options)
-    items: list[tuple[Path | None, Path | None, str, dict, str | None]] = []
-    if archive is not None:
+    items: list[tuple[Path | Presenter | None, Path | None, str, dict, str | None]] = []
+    presenters = [usable(tenant_presenter(db, who, p.strip())) for p in (presenter_ids or "").split(",") if p.strip()]
+    if presenters and (faces or archive is not None):
+        raise InputError("send faces, an archive or presenter_ids, not several")
+    if presenters and (audio is not None or len(audios) == len(presenters)):
+        speeches = [save(audio, work / "audio")] * len(presenters) if audio is not None else \
+            [save(a, work / f"{i}_audio") for i, a in enumerate(audios)]
+        for presenter, speech in zip(presenters, speeches):
+            items.append((presenter, speech, presenter.name, shared, None))
+    elif archive is not None:
         for item in read_zip_batch(save(archive, work / "batch.zip"), work, int(svc.settings.max_upload_mb * 2**20)):
             items.append((item.face, item.audio, item.name, shared | item.options, item.error))
     elif faces and audio is not None:
@@ -58,7 +68,8 @@ def submit_batch(svc: Svc, who: Tenant, db: DB, work: Work,
             items.append((save(f, work / f"{i}_face"), save(a, work / f"{i}_audio"), display_name(f.filename, f"item{i}"),
                           shared, None))
     else:
-        raise InputError("send one audio with several faces, as many audios as faces, or an archive (ZIP with manifest.csv)")
+        raise InputError("send one audio with several faces (or presenter_ids), as many audios as faces (or presenter_ids), "
+                         "or an archive (ZIP with manifest.csv)")
     check_capacity(db, who, svc.settings, adding=len(items))
     batch = new_batch(db, who)
     jobs = []

@@ -17,6 +17,7 @@ from .job_options import OPTION_NAMES, JobOptions
 from lipsync_triton.tracing import valid_traceparent
 from .jobs import (InputError, admit, check_idempotency_key, display_name, job_for_key, job_view, new_job,
                    request_cancel, tenant_job)
+from .presenters import tenant_presenter, usable
 from .uploads import enqueue, fetch_url, only_fields, save
 from .webhooks import check_webhook
 
@@ -35,12 +36,13 @@ def with_option_fields(endpoint):
 
 
 @router.post("", status_code=202, summary="Submit one job: presenter video/photo + speech",
-             dependencies=[only_fields("face", "audio", "face_url", "audio_url", "webhook_url", *OPTION_NAMES)])
+             dependencies=[only_fields("face", "audio", "face_url", "audio_url", "presenter_id", "webhook_url", *OPTION_NAMES)])
 @with_option_fields
 def submit_job(svc: Svc, who: Tenant, db: DB, work: Work,
                face: Annotated[UploadFile | None, File(description="presenter video or photo")] = None,
                audio: Annotated[UploadFile | None, File(description="speech (any audio or video file)")] = None,
                face_url: Annotated[str | None, Form()] = None, audio_url: Annotated[str | None, Form()] = None,
+               presenter_id: Annotated[str | None, Form(description="a registered presenter (POST /v1/presenters) instead of face")] = None,
                webhook_url: Annotated[str | None, Form()] = None,
                idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description=(
                    "a key of yours (a UUID) naming this submission: a retry with the same key returns the first job "
@@ -52,12 +54,15 @@ def submit_job(svc: Svc, who: Tenant, db: DB, work: Work,
         return _accepted(earlier, replayed=True)
     options = JobOptions.parse(option_fields)
     hook = check_webhook(webhook_url, svc.settings)
+    if presenter_id and (face or face_url):
+        raise InputError("send a face (file or face_url) or a presenter_id, not both")
+    presenter = usable(tenant_presenter(db, who, presenter_id)) if presenter_id else None
     face_path = save(face, work / "face") if face else fetch_url(svc, face_url, who, work / "face") if face_url else None
     audio_path = save(audio, work / "audio") if audio else fetch_url(svc, audio_url, who, work / "audio") if audio_url else None
-    if face_path is None or audio_path is None:
-        raise InputError("send both a face (file or face_url) and an audio (file or audio_url)")
-    job = new_job(db, svc.storage, svc.settings, who, face_path, audio_path, options,
-                  display_name(face.filename if face else face_url, "presenter"), webhook_url=hook,
+    if (face_path is None and presenter is None) or audio_path is None:
+        raise InputError("send both a face (file, face_url or presenter_id) and an audio (file or audio_url)")
+    name = presenter.name if presenter else display_name(face.filename if face else face_url, "presenter")
+    job = new_job(db, svc.storage, svc.settings, who, presenter or face_path, audio_path, options, name, webhook_url=hook,
                   traceparent=valid_traceparent(traceparent), idempotency_key=key, move_inputs=True)
     if (earlier := admit(db, svc.storage, svc.settings, who, [job])) is not None:
         return _accepted(earlier, replayed=True)  # a concurrent retry with the same key won

@@ -6,7 +6,6 @@ Every state change is a conditional UPDATE on (id, attempt, status): a run whose
 overwriting a newer run. A re-run writes the same keys, so a result is never duplicated."""
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 import threading
@@ -18,7 +17,6 @@ from sqlalchemy import update
 
 from lipsync_triton import log
 from lipsync_triton.client.generate import GenerateOptions, generate
-from lipsync_triton.client.options import job_options
 from lipsync_triton.errors import Cancelled, LipsyncError, TransientError
 from lipsync_triton.preprocessing.ffmpeg_pipe import FfmpegProcess
 from lipsync_triton.preprocessing.media_input import input_args
@@ -30,6 +28,7 @@ from .settings import Settings
 if TYPE_CHECKING:
     from .queue import JobQueue
 from .storage import Storage
+from .user_errors import user_facing
 
 HEARTBEAT_S = 1.0
 _active: dict[str, "Watch"] = {}  # this process's running jobs
@@ -104,19 +103,6 @@ class Watch:
             self.user_cancelled = self.user_cancelled or wanted
             if wanted or not alive:
                 self.cancel.set()
-
-
-def user_facing(message: str, work: Path, presenter: str = "") -> str:
-    """A job error as its tenant may read it: the worker's files named as the inputs the tenant
-    sent (never a server path), and job options where the client's message names a CLI flag."""
-    for name, what in (("face", f"the presenter {presenter}".rstrip() if presenter else "the presenter"),
-                       ("audio", "the speech"), ("result.mp4", "the result")):
-        message = message.replace(str(work / name), what)
-    message = message.replace(str(work), "the job's folder")
-    message = message.replace("or pass --box", "or give a fixed face box (option box)")
-    for d in sorted(job_options(), key=lambda d: -len(d.cli_flag)):  # --face-select before a shorter prefix
-        message = re.sub(re.escape(d.cli_flag) + r"\b", f"option {d.name}", message)
-    return message
 
 
 def thumbnail(video: Path, out: Path) -> Path:

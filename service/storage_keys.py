@@ -2,6 +2,7 @@
 from ids, never from a user's file name:
 
     inputs/<tenant>/<job>/face, .../audio   a job's uploaded inputs (deleted with the job, or by retention)
+    presenters/<tenant>/<presenter>/face    a registered presenter (deleted with it, or by retention)
     results/<tenant>/<job>.mp4, .jpg        its result and thumbnail
     tenants/<tenant>/...                    files a tenant placed itself, readable as face_url/audio_url
 """
@@ -19,6 +20,10 @@ def job_face(tenant: str, job_id: str) -> str:
 
 def job_audio(tenant: str, job_id: str) -> str:
     return f"{job_inputs(tenant, job_id)}/audio"
+
+
+def presenter_face(tenant: str, presenter_id: str) -> str:
+    return f"presenters/{tenant}/{presenter_id}/face"
 
 
 def job_result(tenant: str, job_id: str) -> str:

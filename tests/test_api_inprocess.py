@@ -140,7 +140,7 @@ def test_home_redirects_and_docs_render_without_a_cdn(api):
 
 
 def test_job_errors_name_the_users_inputs_and_options_not_server_paths_or_flags(tmp_path):
-    from lipsync_triton.service.runner import user_facing
+    from lipsync_triton.service.user_errors import user_facing
 
     work = tmp_path / "job-1234"
     said = user_facing(f"no face found in any frame of {work / 'face'}; use a clip with a visible frontal face or pass --box",

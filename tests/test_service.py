@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from lipsync_triton.preprocessing.media_probe import probe_media
@@ -449,3 +450,53 @@ def test_readyz_understands_dns_urls_as_the_helm_chart_gives_them(triton, tmp_pa
         ready = httpx.get(f"{svc.base}/readyz", headers={"Authorization": "Bearer ops"})
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"]["triton"] == {"ok": True, "detail": "ready"}
+
+
+def test_a_registered_presenter_is_tracked_once_and_its_jobs_skip_detection(service, media, tmp_path):
+    import cv2
+
+    with service.client() as api, service.client("key-globex") as globex:
+        with open(media["clip"], "rb") as f:
+            created = api.post("/v1/presenters", files={"face": ("anchor.mp4", f)}, data={"name": "Anchor desk"})
+        assert created.status_code == 202, created.text
+        presenter = created.json()["id"]
+        deadline = time.monotonic() + 300
+        while (view := api.get(f"/v1/presenters/{presenter}").json())["status"] == "preparing":
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert view["status"] == "ready" and view["frames"] == 50 and view["name"] == "Anchor_desk", view
+        assert [p["id"] for p in api.get("/v1/presenters").json()["presenters"]][0] == presenter
+        assert globex.get(f"/v1/presenters/{presenter}").status_code == 404  # tenants never see each other's
+        with open(media["speech"], "rb") as a:
+            theirs = globex.post("/v1/jobs", files={"audio": ("s.wav", a)}, data={"presenter_id": presenter})
+        assert theirs.status_code == 404
+
+        with open(media["speech"], "rb") as a:
+            job = api.post("/v1/jobs", files={"audio": ("s.wav", a)}, data={"presenter_id": presenter}).json()["id"]
+        done = wait_for(api, job)
+        assert done["status"] == "succeeded" and done["presenter_id"] == presenter and done["name"] == "Anchor_desk", done
+        hits = [json.loads(line) for line in service.log.read_text().splitlines() if '"presenter_cache"' in line]
+        assert any(h.get("status") == "hit" for h in hits)  # the job used the faces tracked at registration
+        with open(media["speech"], "rb") as a:
+            batch = api.post("/v1/batches", files={"audio": ("s.wav", a)}, data={"presenter_ids": f"{presenter},{presenter}"}).json()
+        assert len(batch["jobs"]) == 2
+        assert wait_for_batch(api, batch["id"])["counts"].get("succeeded") == 2
+
+        blank = tmp_path / "wall.png"
+        cv2.imwrite(str(blank), np.full((256, 256, 3), 128, np.uint8))
+        with open(blank, "rb") as f:
+            faceless = api.post("/v1/presenters", files={"face": ("wall.png", f)}).json()["id"]
+        deadline = time.monotonic() + 300
+        while (view := api.get(f"/v1/presenters/{faceless}").json())["status"] == "preparing":
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert view["status"] == "failed" and "no face found" in view["error"] and "wall" in view["error"], view
+        assert "/" not in view["error"].replace("N/A", ""), view  # no server path
+        with open(media["speech"], "rb") as a:
+            refused = api.post("/v1/jobs", files={"audio": ("s.wav", a)}, data={"presenter_id": faceless})
+        assert refused.status_code == 422 and "cannot be used" in refused.json()["detail"]
+
+        assert api.delete(f"/v1/presenters/{presenter}").status_code == 204
+        assert api.get(f"/v1/presenters/{presenter}").status_code == 404
+        assert api.get(f"/v1/jobs/{job}/result").status_code == 200  # its finished jobs keep their results
+        assert not list((service.data_dir / "files" / "presenters").rglob(f"{presenter}/face"))

@@ -1,4 +1,4 @@
-"""the weights that made a job's result, a job's W3C trace context, the client's Idempotency-Key (one job per key and tenant), and
+"""registered presenters, the weights that made a job's result, a job's W3C trace context, the client's Idempotency-Key (one job per key and tenant), and
 counters of finished jobs (kept when jobs are deleted or expire; started from the jobs there are)
 
 Revision ID: 0003
@@ -18,6 +18,22 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("traceparent", sa.String(55), nullable=True))
         batch.add_column(sa.Column("weights", sa.String(80), nullable=True))
+        batch.add_column(sa.Column("presenter_id", sa.String(32), nullable=True))
+        batch.create_index("ix_jobs_presenter_id", ["presenter_id"])
+    op.create_table(
+        "presenters",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("tenant", sa.String(64), nullable=False),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("face_key", sa.String(300), nullable=False),
+        sa.Column("frames", sa.Integer(), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("last_used_at", sa.DateTime(), nullable=False),
+    )
+    op.create_index("ix_presenters_tenant", "presenters", ["tenant"])
+    with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("idempotency_key", sa.String(200), nullable=True))
         batch.create_unique_constraint("uq_jobs_tenant_idempotency_key", ["tenant", "idempotency_key"])
     op.create_table(
@@ -35,8 +51,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("finished_counts")
+    op.drop_table("presenters")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_constraint("uq_jobs_tenant_idempotency_key", type_="unique")
         batch.drop_column("idempotency_key")
         batch.drop_column("traceparent")
         batch.drop_column("weights")
+        batch.drop_index("ix_jobs_presenter_id")
+        batch.drop_column("presenter_id")
