@@ -145,15 +145,14 @@ def _run_generate(args) -> int:
     from lipsync_triton import log
     from lipsync_triton.client.generate import generate
     from lipsync_triton.client.options import GenerateOptions
-    from lipsync_triton.client.progress import ProgressBar
+    from lipsync_triton.client.progress import terminal_progress
     from lipsync_triton.client.triton_client import Cancelled
 
     if args.json or args.quiet:
         log.set_quiet(True)
     opts = GenerateOptions(**options_from_args(args))
-    progress = None if args.quiet else ProgressBar(0, label="lip-sync")
-    detect_progress = None if args.quiet else ProgressBar(0, label="detect faces")
-    with signals_cancel() as (cancel, received):
+    with signals_cancel() as (cancel, received), \
+            terminal_progress("detect faces", "lip-sync", enabled=not args.quiet) as (detect_progress, progress):
         try:
             result = generate(args.face, args.audio, args.outfile, args.urls or ["127.0.0.1:8001"], opts, progress=progress,
                               cancel=cancel, detect_progress=detect_progress)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lipsync_triton import log
 from lipsync_triton.client.generate import LipSyncClient
-from lipsync_triton.client.progress import ProgressBar
+from lipsync_triton.client.progress import terminal_progress
 from lipsync_triton.export.repository import ExportOptions, export_repository
 from lipsync_triton.samples import write_presenter_clip, write_speech
 from lipsync_triton.serving.server import TritonServer
@@ -30,9 +30,8 @@ def run_demo(out: Path) -> Path:
     clip = write_presenter_clip(out / "presenter.mp4", SAMPLE_SECONDS)
     speech = write_speech(out / "speech.wav")
     log.event("demo_inputs", presenter=str(clip), speech=str(speech))
-    with TritonServer(repo, log_path=out / "tritonserver.log") as server:
-        result = LipSyncClient(server.grpc_url, cache_dir=out / "cache").generate(
-            clip, speech, out / "demo.mp4", progress=ProgressBar(0))
+    with TritonServer(repo, log_path=out / "tritonserver.log") as server, terminal_progress("lip-sync") as (progress,):
+        result = LipSyncClient(server.grpc_url, cache_dir=out / "cache").generate(clip, speech, out / "demo.mp4", progress=progress)
     log.event("demo_done", outfile=result.outfile, frames=result.frames, frames_per_s=result.frames_per_second,
               weights="checkpoint" if checkpoint else "RANDOM")
     return Path(result.outfile)

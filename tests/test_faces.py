@@ -77,7 +77,7 @@ def test_soft_paste_keeps_box_edges_and_changes_mouth():
     assert mask.max() <= 1.0 and mask[0].max() < 0.01 and mask[-1].max() < 0.5
 
 
-def test_progress_bar_draws_on_a_terminal_only():
+def test_progress_bar_draws_on_a_terminal_only_and_ends_clean():
     import io
 
     from lipsync_triton.client.progress import ProgressBar
@@ -88,11 +88,18 @@ def test_progress_bar_draws_on_a_terminal_only():
 
     tty, pipe = Tty(), io.StringIO()
     for stream in (tty, pipe):
-        bar = ProgressBar(0, stream=stream)
+        bar = ProgressBar(stream=stream)
         for done in (0, 5, 10):
             bar(done, 10)
-    assert "10/10 frames" in tty.getvalue() and "fps" in tty.getvalue() and "ETA" in tty.getvalue()
+    last = tty.getvalue().split("\r")[-1]
+    assert "10/10" in last and "frame/s" in last and last.endswith("\n")
+    assert "1000000" not in tty.getvalue()  # no absurd rate from the first update
     assert pipe.getvalue() == ""
+    early = Tty()
+    detect = ProgressBar("detect faces", stream=early)
+    detect(65, 230)  # detection stops once the frames the speech needs are done
+    detect.close()
+    assert "65/65" in early.getvalue().split("\r")[-1]  # ends full, not stuck at 65/230
 
 
 def test_index_selection_follows_one_person_when_their_detection_drops():
