@@ -40,11 +40,13 @@ demo: setup
 
 # The job service on the embedded defaults: REST API + web UI on http://127.0.0.1:$(PORT)/ui,
 # workers, SQLite, the embedded queue, files under $(DATA); tritonserver on $(OUT)/model_repository
-# (exported with random weights first unless LIPSYNC_CHECKPOINT names a checkpoint). Without
+# (exported with random weights first unless LIPSYNC_CHECKPOINT names a checkpoint), and the demo's
+# inputs $(OUT)/presenter.mp4 and $(OUT)/speech.wav for the README's curl example. Without
 # LIPSYNC_API_KEYS it serves one local tenant on loopback only.
 PORT ?= 7860
 DATA ?= lipsync-data
 service: setup
+	$(BIN)/lipsync samples --out $(OUT)
 	LIPSYNC_DATA_DIR=$(DATA) LIPSYNC_LOCAL_ONLY=$${LIPSYNC_LOCAL_ONLY:-1} $(BIN)/lipsync api --port $(PORT) --model-repository $(OUT)/model_repository
 
 test: setup

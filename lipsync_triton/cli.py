@@ -1,4 +1,4 @@
-"""`lipsync` command: export | serve | generate | demo | perf | api | worker | batch | retention."""
+"""`lipsync` command: export | serve | generate | demo | samples | perf | api | worker | batch | retention."""
 from __future__ import annotations
 
 import argparse
@@ -165,6 +165,18 @@ def _run_generate(args) -> int:
     return 0
 
 
+def _add_samples(sub) -> None:
+    p = sub.add_parser("samples", help="write the demo's inputs, OUT/presenter.mp4 and OUT/speech.wav (kept if present)")
+    p.add_argument("--out", type=Path, default=Path("out"))
+
+
+def _run_samples(args) -> int:
+    from lipsync_triton.demo import write_sample_inputs
+
+    write_sample_inputs(args.out, keep=True)
+    return 0
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="export, serve and lip-sync the bundled sample to OUT/demo.mp4")
     p.add_argument("--out", type=Path, default=Path("out"))
@@ -311,6 +323,7 @@ COMMANDS = {
     "serve": (_add_serve, _run_serve),
     "generate": (_add_generate, _run_generate),
     "demo": (_add_demo, _run_demo),
+    "samples": (_add_samples, _run_samples),
     "api": (_add_api, _run_api),
     "worker": (_add_worker, _run_worker),
     "batch": (_add_batch, _run_batch),

@@ -15,6 +15,19 @@ from lipsync_triton.serving.server import TritonServer
 SAMPLE_SECONDS = 4.0  # the clip loops under the longer speech, as the reference does
 
 
+def write_sample_inputs(out: Path, keep: bool = False) -> tuple[Path, Path]:
+    """The demo's inputs: OUT/presenter.mp4 (the bundled presenter) and OUT/speech.wav (espeak-ng);
+    with `keep`, files already there are left as they are."""
+    out.mkdir(parents=True, exist_ok=True)
+    clip, speech = out / "presenter.mp4", out / "speech.wav"
+    if not (keep and clip.is_file()):
+        write_presenter_clip(clip, SAMPLE_SECONDS)
+    if not (keep and speech.is_file()):
+        write_speech(speech)
+    log.event("sample_inputs", presenter=str(clip), speech=str(speech))
+    return clip, speech
+
+
 def run_demo(out: Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -27,9 +40,7 @@ def run_demo(out: Path) -> Path:
     repo = out / "model_repository"
     export_repository(ExportOptions(out=repo, profile="cpu", checkpoint=Path(checkpoint) if checkpoint else None,
                                     random_weights=not checkpoint))
-    clip = write_presenter_clip(out / "presenter.mp4", SAMPLE_SECONDS)
-    speech = write_speech(out / "speech.wav")
-    log.event("demo_inputs", presenter=str(clip), speech=str(speech))
+    clip, speech = write_sample_inputs(out)
     with TritonServer(repo, log_path=out / "tritonserver.log") as server, terminal_progress("lip-sync") as (progress,):
         result = LipSyncClient(server.grpc_url, cache_dir=out / "cache").generate(clip, speech, out / "demo.mp4", progress=progress)
     log.event("demo_done", outfile=result.outfile, frames=result.frames, frames_per_s=result.frames_per_second,

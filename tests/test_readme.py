@@ -34,7 +34,8 @@ EXECUTED = {
     "make service": "test_make_service_and_the_curl_example",
     "JOB=$(curl": "test_make_service_and_the_curl_example",
     "until curl": "test_make_service_and_the_curl_example",
-    "curl -s -o out/service.mp4": "test_make_service_and_the_curl_example",
+    "curl -s http://127.0.0.1:7860/v1/jobs/$JOB |": "test_make_service_and_the_curl_example",
+    "curl -sf -o out/service.mp4": "test_make_service_and_the_curl_example",
     ".venv/bin/lipsync batch": "test_batch_command_example",
     ".venv/bin/lipsync perf service": "test_perf_service_example",
 }
@@ -225,7 +226,7 @@ def test_make_service_and_the_curl_example(tmp_path, media):
     from service_harness import free_port
 
     port = free_port()
-    work = _workdir(tmp_path, media)
+    work = tmp_path  # no inputs placed: `make service` writes the ones the curl lines use
     argv = shlex.split(_command("make service")) + [f"OUT={work / 'out'}", f"DATA={work / 'data'}", f"PORT={port}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIPSYNC_")}
     log = open(tmp_path / "service.log", "wb")
