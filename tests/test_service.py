@@ -500,3 +500,34 @@ def test_a_registered_presenter_is_tracked_once_and_its_jobs_skip_detection(serv
         assert api.get(f"/v1/presenters/{presenter}").status_code == 404
         assert api.get(f"/v1/jobs/{job}/result").status_code == 200  # its finished jobs keep their results
         assert not list((service.data_dir / "files" / "presenters").rglob(f"{presenter}/face"))
+
+
+def test_the_api_docs_render_in_chromium_with_the_internet_blocked(service):
+    """/docs and /redoc on a private network: every asset comes from the service itself."""
+    from urllib.parse import urlparse
+
+    from playwright.sync_api import sync_playwright
+
+    outside = []
+
+    def only_the_service(route):
+        if urlparse(route.request.url).netloc == urlparse(service.base).netloc:
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.route("**/*", only_the_service)
+            page.goto(f"{service.base}/docs")
+            page.wait_for_selector(".opblock-summary-path[data-path=\"/v1/jobs\"]", timeout=60000)  # Swagger UI drew the operations
+            assert page.locator(".opblock").count() >= 10
+            page.goto(f"{service.base}/redoc")
+            page.wait_for_function("document.body.innerText.includes('Submit one job')", timeout=60000)  # ReDoc drew them too
+        finally:
+            browser.close()
+    # the one request that leaves: ReDoc's footer logo ("API docs by Redocly"), decoration only
+    assert [u for u in outside if u != "https://cdn.redoc.ly/redoc/logo-mini.svg"] == [], outside
