@@ -83,7 +83,7 @@ class TritonPool:
     """Thread-safe inference over one or more Triton gRPC endpoints."""
 
     def __init__(self, urls: list[str] | str, retry_seconds: float = 120.0, request_timeout: float = 120.0,
-                 cancel: JobCancel | threading.Event | None = None, traceparent: str | None = None):
+                 cancel: JobCancel | threading.Event | None = None, traceparent: str | None = None, priority: int = 0):
         targets = [urls] if isinstance(urls, str) else list(urls)
         if not targets:
             raise LipsyncError("no Triton server URL given; pass --url HOST:PORT")
@@ -98,6 +98,9 @@ class TritonPool:
         self._local = threading.local()
         # W3C trace context sent with every request: Triton's OpenTelemetry spans join the job's trace.
         self.headers = {"traceparent": traceparent} if traceparent else None
+        # Triton request priority (1 = highest of the models' priority_levels; 0 = the model's default
+        # level, where batch jobs run): live sessions use 1 so a batch job never starves them.
+        self.priority = priority
 
     @property
     def urls(self) -> list[str]:
@@ -213,7 +216,7 @@ class TritonPool:
             done.set()
 
         call = self._client(url).async_infer(model, tensors, on_done, outputs=requested, client_timeout=self.request_timeout,
-                                            headers=self.headers)
+                                            headers=self.headers, priority=self.priority)
         while not done.wait(POLL_SECONDS):
             if self.cancel.is_set():
                 call.cancel()

@@ -109,6 +109,7 @@ FACE_DETECTOR = ModelSpec(
 
 MODELS: tuple[ModelSpec, ...] = (WAV2LIP, FACE_DETECTOR)
 GPU_MAX_QUEUE_REQUESTS = 256  # per model instance group: a few seconds of work on one GPU
+PRIORITY_LEVELS = 2  # 1 = live sessions (client/live.py), 2 = everything else (the default level)
 
 PROFILES: dict[str, Profile] = {
     # 2 threads = the cores of the reference CPU box; one instance, since a second would only split
@@ -199,6 +200,9 @@ def render_pbtxt(cfg: ModelConfig) -> str:
         if p.kind == "KIND_CPU":  # as measured on CPU (perf/BENCHMARKS.md)
             lines.append(f"  preferred_batch_size: {_dims(m.preferred_batch_sizes)}")
         lines.append(f"  max_queue_delay_microseconds: {m.queue_delay_us[p.kind]}")
+        # Two request priorities: live sessions send 1 (served first); batch jobs use the default 2.
+        lines.append(f"  priority_levels: {PRIORITY_LEVELS}")
+        lines.append(f"  default_priority_level: {PRIORITY_LEVELS}")
         if p.kind == "KIND_GPU":
             # No preferred sizes on GPU: the client's requests of 16 frames would each match one and
             # dispatch at once, so the queue delay never merged them (Triton advises preferred sizes

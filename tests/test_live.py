@@ -1,0 +1,79 @@
+"""Live mode's core (client/live.py) against a real tritonserver: speech pushed in odd-sized chunks
+and faster than real time comes out in order with nothing lost, the mouth is generated only while
+someone speaks, silence shows the presenter's own pixels, and an interrupt returns to idle at once."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lipsync_triton.client.live import LiveFrame, LivePresenter, LiveSession
+from lipsync_triton.client.options import GenerateOptions
+from lipsync_triton.client.triton_client import TritonPool
+from lipsync_triton.errors import LipsyncError
+from lipsync_triton.preprocessing.audio import load_audio
+
+
+@pytest.fixture(scope="module")
+def presenter(triton, media, tmp_path_factory):
+    pool = TritonPool(triton.grpc_url)
+    return LivePresenter.load(media["clip"], pool, GenerateOptions(cache_dir=tmp_path_factory.mktemp("cache")), max_seconds=1.0)
+
+
+def _speech(media) -> np.ndarray:
+    wav = load_audio(media["speech"])
+    return (np.clip(wav, -1, 1) * 32767).astype(np.int16)
+
+
+def _lower_face_changed(frame: LiveFrame, presenter: LivePresenter) -> float:
+    own = presenter.frames[presenter.pingpong(frame.index)]
+    x1, y1, x2, y2 = presenter.boxes[presenter.pingpong(frame.index)]
+    mid = (y1 + y2) // 2
+    return float(np.abs(frame.image[mid:y2, x1:x2].astype(int) - own[mid:y2, x1:x2].astype(int)).mean())
+
+
+def test_pushed_speech_comes_out_in_order_with_lips_only_while_speaking(presenter, triton, media):
+    session = LiveSession(presenter, TritonPool(triton.grpc_url, retry_seconds=0, priority=1))
+    try:
+        speech = _speech(media)
+        silence = np.zeros(8000, np.int16)
+        pushed = np.concatenate([silence, speech, silence])
+        sizes = [1, 333, 4099, 7, 16000]  # odd sizes, all at once: faster than real time
+        at, i = 0, 0
+        while at < len(pushed):
+            session.push_pcm(pushed[at:at + sizes[i % len(sizes)]].tobytes())
+            at += sizes[i % len(sizes)]
+            i += 1
+        with pytest.raises(LipsyncError, match="even number of bytes"):
+            session.push_pcm(b"\x01\x02\x03")
+        frames = [session.next_frame() for _ in range(len(pushed) // 640 + 10)]
+        assert [f.index for f in frames] == list(range(len(frames)))
+        audio = np.concatenate([f.audio for f in frames])
+        assert np.array_equal(audio[:len(pushed)], pushed) and not audio[len(pushed):].any()  # in order, nothing lost
+        speaking = [f for f in frames if f.speaking]
+        assert speaking and not any(f.speaking for f in frames[:8])  # the first 0.5 s is silence
+        generated = [f for f in frames if f.generated >= 1.0]
+        assert len(generated) >= 0.6 * len(speaking), (len(generated), len(speaking))
+        assert min(_lower_face_changed(f, presenter) for f in generated) > 1.0  # a generated mouth, not the presenter's
+        for f in frames[:8] + frames[-5:]:  # silence: the presenter's own frame, exactly
+            assert f.generated == 0 and np.array_equal(f.image, presenter.frames[presenter.pingpong(f.index)])
+        assert session.triton_errors == 0
+    finally:
+        session.close()
+
+
+def test_an_interrupt_returns_to_idle_at_once_and_close_releases_the_session(presenter, triton, media):
+    session = LiveSession(presenter, TritonPool(triton.grpc_url, retry_seconds=0, priority=1))
+    speech = _speech(media)
+    session.push_pcm(np.concatenate([speech, speech, speech]).tobytes())
+    frames = [session.next_frame() for _ in range(20)]
+    assert any(f.generated > 0 for f in frames)
+    session.interrupt()
+    assert session.queued_seconds == 0
+    after = [session.next_frame() for _ in range(10)]
+    for f in after:  # the very next frame is the presenter's own, and it stays idle
+        assert f.generated == 0 and not f.speaking and not f.audio.any()
+        assert np.array_equal(f.image, presenter.frames[presenter.pingpong(f.index)])
+    session.close()
+    with pytest.raises(LipsyncError, match="closed"):
+        session.next_frame()
+    assert not session._pending and not session._slots and not session._queued
