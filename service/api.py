@@ -12,7 +12,8 @@ from starlette.datastructures import MutableHeaders
 
 from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
-from . import routes_batches, routes_health, routes_jobs, routes_presenters
+from . import routes_batches, routes_health, routes_jobs, routes_live, routes_presenters
+from .live_sessions import LiveHub
 from .body_limit import BodyLimit
 from .deps import Service
 from .jobs import InputError
@@ -89,7 +90,9 @@ def create_app(settings: Settings | None = None, api_base: str | None = None, qu
     app.add_middleware(SecurityHeaders)
 
     _add_error_handlers(app)
-    for router in (routes_jobs.router, routes_batches.router, routes_presenters.router, routes_health.router):
+    app.state.live = LiveHub(settings)
+    app.router.add_event_handler("shutdown", app.state.live.close_all)
+    for router in (routes_jobs.router, routes_batches.router, routes_presenters.router, routes_live.router, routes_health.router):
         app.include_router(router)
     if api_base:
         from .ui import mount_ui

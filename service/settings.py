@@ -26,6 +26,13 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(None, description="file of 'tenant:sha256hex-of-key' lines (hashed keys)")
     local_only: bool = Field(False, description="allow no API keys (one tenant 'local'); only on a loopback address")
     workers: int = Field(2, description="jobs run at once per worker process (threads sharing the Triton server)")
+    live_max_sessions_per_tenant: int = Field(2, ge=0, description="live sessions a tenant may have at once")
+    live_idle_timeout_s: float = Field(60.0, description="a live session no peer connected to within this is ended")
+    live_max_session_s: float = Field(3600.0, description="longest live session; then it is ended")
+    live_fps: float = Field(25.0, description="live video frames per second (16000 / fps samples per frame: 25, 20, 16...)")
+    live_presenter_seconds: float = Field(4.0, description="seconds of the presenter kept in memory for a live session's idle loop")
+    live_ice_servers: str = Field("", description="STUN/TURN URLs for live WebRTC, comma-separated (none: host candidates only, "
+                                  "enough on one network)")
     worker_processes: int = Field(1, description="worker processes `lipsync api` starts beside itself (0 = none)")
     background_nice: int = Field(10, ge=0, le=19, description="niceness of the worker processes and the embedded tritonserver "
                                  "`lipsync api` starts, so the API and UI answer promptly while jobs use every core (0 = same priority)")

@@ -71,7 +71,7 @@ os.environ.setdefault("LIPSYNC_CACHE_DIR", str(ROOT / ".pytest_cache" / "lipsync
 # Tests that start a tritonserver, the job service or another program: `pytest -m "not server"`
 # runs the rest (in-process logic, parsing, options, media helpers) in well under a minute.
 SERVER_FIXTURES = {"triton", "exported_repo", "service", "two_servers", "scaled_service", "s3_server", "postgres_db"}
-SUBPROCESS_MODULES = {"test_readme", "test_processes", "test_tracing", "test_live", "test_deploy", "test_docker", "test_faults", "test_export",
+SUBPROCESS_MODULES = {"test_readme", "test_processes", "test_tracing", "test_live", "test_live_service", "test_deploy", "test_docker", "test_faults", "test_export",
                       "test_checkpoint", "test_service", "test_service_scale_out", "test_hostile_inputs", "test_security",
                       "test_serving", "test_scale_out_client"}
 

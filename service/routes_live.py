@@ -1,0 +1,159 @@
+"""/v1/live: live sessions (a presenter speaking in real time over WebRTC), speech pushed over a
+WebSocket or from the browser's microphone; /live: the page."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+
+from lipsync_triton.client.live import LIVE_PRIORITY, LivePresenter
+from lipsync_triton.client.options import GenerateOptions
+from lipsync_triton.client.triton_client import TritonPool
+from lipsync_triton.errors import LipsyncError
+from .db import session_scope
+from .deps import Svc, Tenant, tenant
+from .jobs import InputError
+from .live_sessions import LiveHub, control_message
+from .presenters import tenant_presenter, usable
+from .uploads import save
+from .user_errors import user_facing
+
+router = APIRouter(tags=["live"])
+PAGE = Path(__file__).with_name("static") / "live.html"
+
+
+def hub(request: Request) -> LiveHub:
+    return request.app.state.live
+
+
+Hub = Annotated[LiveHub, Depends(hub)]
+
+
+def _prepare(svc, who: str, presenter_id: str | None, face: UploadFile | None) -> LivePresenter:
+    """The presenter's frames, boxes and crops (blocking: decode + face tracking through Triton)."""
+    settings = svc.settings
+    (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="live-", dir=settings.data_dir / "tmp"))
+    try:
+        if presenter_id:
+            with session_scope(settings.database) as s:
+                found = usable(tenant_presenter(s, who, presenter_id))
+                name, key = found.name, found.face_key
+            svc.storage.get_file(key, work / "face")
+        elif face is not None:
+            name = face.filename or "presenter"
+            save(face, work / "face")
+        else:
+            raise InputError("send a presenter_id or a face upload")
+        pool = TritonPool(settings.triton, retry_seconds=0, request_timeout=2.0, priority=LIVE_PRIORITY)
+        options = GenerateOptions(cache_dir=settings.data_dir / "presenters", limits=settings.media_limits)
+        try:
+            return LivePresenter.load(work / "face", pool, options, max_seconds=settings.live_presenter_seconds,
+                                      fps=settings.live_fps)
+        except LipsyncError as exc:
+            raise InputError(user_facing(str(exc).splitlines()[0], work, name)) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@router.post("/v1/live/sessions", status_code=201, summary="Start a live session with a presenter (id or upload)")
+async def create_session(svc: Svc, who: Tenant, live: Hub,
+                         presenter_id: Annotated[str | None, Form()] = None,
+                         face: Annotated[UploadFile | None, File(description="presenter video or photo")] = None):
+    presenter = await run_in_threadpool(_prepare, svc, who, presenter_id, face)
+    pool = TritonPool(svc.settings.triton, retry_seconds=0, request_timeout=2.0, priority=LIVE_PRIORITY)
+    entry = await live.create(who, presenter, pool)
+    base = f"/v1/live/sessions/{entry.id}"
+    return JSONResponse({"id": entry.id, "fps": entry.session.fps, "ice_servers": live.ice_servers(),
+                         "lookahead_ms": round(1000 * entry.session.lookahead / entry.session.fps),
+                         "links": {"self": base, "offer": f"{base}/offer", "audio": f"{base}/audio"}}, status_code=201)
+
+
+@router.post("/v1/live/sessions/{session_id}/offer", summary="WebRTC: the peer's offer in, the answer out")
+async def offer(session_id: str, request: Request, who: Tenant, live: Hub):
+    try:
+        body = await request.json()
+        sdp, kind = str(body["sdp"]), str(body["type"])
+    except (ValueError, KeyError, TypeError):
+        raise InputError('send JSON {"type": "offer", "sdp": "..."}') from None
+    return await live.answer(live.get(who, session_id), sdp, kind)
+
+
+@router.get("/v1/live/sessions/{session_id}", summary="A live session: frames sent, late frames, queued speech")
+async def get_session(session_id: str, who: Tenant, live: Hub):
+    entry = live.get(who, session_id)
+    return {"id": entry.id, "connected": entry.pc is not None and entry.pc.connectionState == "connected",
+            "frames_sent": entry.sent, "frames_late": entry.late, "frames_generated": entry.session.frames_generated,
+            "queued_speech_s": round(entry.session.queued_seconds, 3), "triton_errors": entry.session.triton_errors}
+
+
+@router.post("/v1/live/sessions/{session_id}/interrupt", summary="Barge-in: drop queued speech, back to idle")
+async def interrupt(session_id: str, who: Tenant, live: Hub):
+    live.get(who, session_id).session.interrupt()
+    return {"interrupted": True}
+
+
+@router.post("/v1/live/sessions/{session_id}/say", summary="Speak a text (espeak-ng: for demos, not a production voice)")
+async def say(session_id: str, who: Tenant, live: Hub, text: Annotated[str, Form(min_length=1, max_length=2000)]):
+    entry = live.get(who, session_id)
+    pcm = await run_in_threadpool(_speak, text)
+    live.push(entry, pcm)
+    return {"queued_s": round(entry.session.queued_seconds, 3)}
+
+
+def _speak(text: str) -> bytes:
+    from lipsync_triton.preprocessing.audio import load_audio
+    from lipsync_triton.samples import write_speech
+
+    with tempfile.TemporaryDirectory(prefix="say-") as d:
+        wav = load_audio(write_speech(Path(d) / "say.wav", text))
+    return (wav.clip(-1, 1) * 32767).astype("<i2").tobytes()
+
+
+@router.delete("/v1/live/sessions/{session_id}", status_code=204, summary="End a live session and free what it held")
+async def delete_session(session_id: str, who: Tenant, live: Hub):
+    live.get(who, session_id)
+    await live.end(session_id, reason="deleted")
+    return PlainTextResponse(status_code=204)
+
+
+@router.websocket("/v1/live/sessions/{session_id}/audio")
+async def push_audio(websocket: WebSocket, session_id: str):
+    """PCM16 (16 kHz mono, little-endian) as binary messages of any size; JSON text messages
+    {"type": "interrupt"} (drop queued speech, back to idle) and {"type": "end"} (end the session).
+    Authorization: Bearer <key> as for every /v1 call. Errors close with 1008 (policy) and a reason."""
+    live: LiveHub = websocket.app.state.live
+    try:
+        who = tenant(websocket.app.state.service, websocket.headers.get("authorization"))
+        entry = live.get(who, session_id)
+    except Exception as exc:
+        await websocket.close(code=1008, reason=getattr(exc, "detail", None) or str(exc)[:120])
+        return
+    await websocket.accept()
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes") is not None:
+                live.push(entry, message["bytes"])
+            elif control_message(message.get("text") or "") == "interrupt":
+                entry.session.interrupt()
+            else:
+                await live.end(session_id, reason="end message")
+                await websocket.close(code=1000, reason="session ended")
+                return
+    except WebSocketDisconnect:
+        return
+    except (LipsyncError, InputError) as exc:
+        await websocket.close(code=1008, reason=str(exc)[:120])
+
+
+@router.get("/live", include_in_schema=False)
+def live_page():
+    return FileResponse(PAGE, media_type="text/html")

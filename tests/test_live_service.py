@@ -1,0 +1,134 @@
+"""Live sessions through the service: a real `lipsync api`, a real tritonserver, an aiortc peer on
+loopback receiving the presenter over WebRTC, speech pushed over the WebSocket; and what a hostile
+or careless client meets (bad SDP, odd PCM, garbage, another tenant's session, too many sessions)."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from lipsync_triton.preprocessing.audio import load_audio
+from service_harness import Service
+
+KEYS = "acme:key-acme,globex:key-globex"
+ACME, GLOBEX = {"Authorization": "Bearer key-acme"}, {"Authorization": "Bearer key-globex"}
+
+
+@pytest.fixture(scope="module")
+def service(triton, tmp_path_factory):
+    with Service(tmp_path_factory.mktemp("live") / "data", triton.grpc_url, keys=KEYS, workers=0,
+                 extra_env={"LIPSYNC_LIVE_MAX_SESSIONS_PER_TENANT": "2"}) as svc:
+        yield svc
+
+
+def _start(service, media, headers=ACME) -> dict:
+    with open(media["clip"], "rb") as f:
+        answer = httpx.post(f"{service.base}/v1/live/sessions", headers=headers, files={"face": ("anchor.mp4", f)}, timeout=120)
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def _speech_pcm(media) -> bytes:
+    return (np.clip(load_audio(media["speech"]), -1, 1) * 32767).astype("<i2").tobytes()
+
+
+async def _peer(service, session: dict, speech: bytes, seconds: float) -> dict:
+    """An aiortc client: receive video and audio, push 1 s of silence then the speech over the WebSocket."""
+    import websockets
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    received = {"video": [], "audio": 0}
+
+    @pc.on("track")
+    def on_track(track):
+        async def pull():
+            from aiortc.mediastreams import MediaStreamError
+
+            try:
+                while True:
+                    frame = await track.recv()
+                    if track.kind == "video":
+                        received["video"].append(frame.to_ndarray(format="gray"))
+                    else:
+                        received["audio"] += frame.samples
+            except MediaStreamError:  # the connection closed
+                return
+        asyncio.ensure_future(pull())
+
+    await pc.setLocalDescription(await pc.createOffer())
+    async with httpx.AsyncClient(base_url=service.base, headers=ACME, timeout=60) as http:
+        answer = (await http.post(session["links"]["offer"], json={"type": "offer", "sdp": pc.localDescription.sdp})).json()
+        await pc.setRemoteDescription(RTCSessionDescription(**answer))
+        url = service.base.replace("http", "ws") + session["links"]["audio"]
+        async with websockets.connect(url, additional_headers=ACME) as ws:
+            await ws.send(b"\x00\x00" * 16000)  # 1 s of silence first
+            for at in range(0, len(speech), 3334):  # odd chunk sizes of whole samples, faster than real time
+                await ws.send(speech[at:at + 3334])
+            await asyncio.sleep(seconds)
+            state = (await http.get(session["links"]["self"])).json()
+    await pc.close()
+    return {"received": received, "state": state}
+
+
+def test_a_live_session_streams_the_presenter_and_speaks_what_is_pushed(service, media):
+    session = _start(service, media)
+    assert session["fps"] == 25 and session["lookahead_ms"] <= 320
+    speech = _speech_pcm(media)
+    seconds = 1.0 + len(speech) / 32000 + 2.0
+    out = asyncio.run(_peer(service, session, speech, seconds))
+    video, state = out["received"]["video"], out["state"]
+    assert len(video) >= 0.5 * 25 * seconds, len(video)  # frames arrive (decoded VP8) at about real time
+    assert out["received"]["audio"] > 0.5 * 48000 * seconds * 0.5  # Opus audio came back too
+    assert state["frames_generated"] >= 10 and state["triton_errors"] == 0, state  # the speech made a mouth
+    assert state["frames_sent"] >= len(video) and state["frames_late"] <= 0.2 * state["frames_sent"], state
+    deadline = time.monotonic() + 30  # the peer hung up: the session ends and frees what it held
+    while httpx.get(f"{service.base}{session['links']['self']}", headers=ACME).status_code != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def test_hostile_live_clients_get_one_line_refusals_and_the_server_keeps_serving(service, media):
+    import websockets
+
+    session = _start(service, media)
+    base = service.base
+    bad = httpx.post(f"{base}{session['links']['offer']}", headers=ACME, json={"type": "offer", "sdp": "v=0\r\ngarbage"})
+    assert bad.status_code == 422 and "offer" in bad.json()["detail"] and "\n" not in bad.json()["detail"]
+    assert httpx.post(f"{base}{session['links']['offer']}", headers=ACME, content=b"{{{").status_code == 422
+    assert httpx.get(f"{base}{session['links']['self']}", headers=GLOBEX).status_code == 404  # another tenant's
+    session = _start(service, media)  # the bad offer ended the first one
+
+    async def closed_with(headers, *messages) -> tuple[int, str]:
+        url = base.replace("http", "ws") + session["links"]["audio"]
+        try:
+            async with websockets.connect(url, additional_headers=headers) as ws:
+                for message in messages:
+                    await ws.send(message)
+                await ws.recv()
+        except websockets.ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else 0, closed.rcvd.reason if closed.rcvd else ""
+        except websockets.InvalidStatus as refused:
+            return refused.response.status_code, ""
+        return 0, ""
+
+    code, reason = asyncio.run(closed_with(ACME, b"\x01\x02\x03"))
+    assert code == 1008 and "even number of bytes" in reason
+    code, reason = asyncio.run(closed_with(ACME, "not json"))
+    assert code == 1008 and "interrupt" in reason
+    code, _ = asyncio.run(closed_with(GLOBEX, b"\x00\x00"))
+    assert code in (1008, 403)  # another tenant's session id: refused
+    second = _start(service, media)
+    with open(media["clip"], "rb") as f:
+        third = httpx.post(f"{base}/v1/live/sessions", headers=ACME, files={"face": ("a.mp4", f)}, timeout=120)
+    assert third.status_code == 429 and "live sessions per tenant" in third.json()["detail"]
+    for s in (session, second):
+        assert httpx.delete(f"{base}{s['links']['self']}", headers=ACME).status_code == 204
+    assert httpx.get(f"{base}/healthz").status_code == 200
+    page = httpx.get(f"{base}/live")
+    assert page.status_code == 200 and "RTCPeerConnection" in page.text
