@@ -166,6 +166,11 @@ class LiveSession:
             self._pending.clear()
             self._hang, self._fade, self._last_mouth = 0, 0.0, None
 
+    def speaking_slots_ahead(self) -> int:
+        """Slots already taken in whose gate is open (speech between intake and output)."""
+        with self._lock:
+            return sum(1 for _, speaking in self._slots.values() if speaking)
+
     @property
     def queued_seconds(self) -> float:
         with self._lock:

@@ -217,6 +217,13 @@ def _add_perf(sub) -> None:
     v.add_argument("--jobs-per-client", type=int, default=1)
     v.add_argument("--clip-seconds", type=float, default=1.0, help="length of each job's presenter clip and speech")
     v.add_argument("--out", type=Path, default=Path("perf/results"))
+    li = perf.add_parser("live", help="live sessions over WebRTC: onset-to-generated-frame latency, late frames, concurrent sessions")
+    li.add_argument("--api", default="http://127.0.0.1:7860", help="the service's base URL")
+    li.add_argument("--key", default=None, help="API key (none for a local-only service)")
+    li.add_argument("--sessions", type=int, default=1, help="try 1..N concurrent sessions (stops past the p95 goal)")
+    li.add_argument("--onsets", type=int, default=10, help="speech bursts per session")
+    li.add_argument("--size", type=int, default=512, help="presenter width and height in pixels")
+    li.add_argument("--out", type=Path, default=Path("perf/results"))
 
 
 def _run_perf(args) -> int:
@@ -231,6 +238,11 @@ def _run_perf(args) -> int:
             run_compare(args.baseline, args.out, args.model_repository, rounds=1, seconds=1.0, size=(320, 192), ceiling_seconds=0.5)
         else:
             run_compare(args.baseline, args.out, args.model_repository, rounds=args.rounds, seconds=args.seconds)
+    elif args.perf_command == "live":
+        from lipsync_triton.perf.live_bench import run_live_bench
+
+        report = run_live_bench(args.api, args.key, args.out, args.sessions, args.onsets, args.size)
+        return 0 if report["max_sessions_within_goal"] >= 1 else 1
     elif args.perf_command == "service":
         from lipsync_triton.perf.service_load import run_service_bench
 

@@ -81,8 +81,10 @@ class LiveEntry:
     tasks: list[asyncio.Task] = field(default_factory=list)
     sent: int = 0
     late: int = 0
-    # server-side latency: when a pushed chunk entered, and when its first speaking frame was handed to the sender
-    pushed_at: collections.deque = field(default_factory=lambda: collections.deque(maxlen=256))
+    # server-side latency: speech pushed into an idle session (an onset) -> its first generated frame
+    # handed to the sender, in ms, for the last 256 onsets
+    onset: float | None = None
+    latencies_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=256))
 
 
 class LiveHub:
@@ -147,9 +149,12 @@ class LiveHub:
         return {"type": entry.pc.localDescription.type, "sdp": entry.pc.localDescription.sdp}
 
     def push(self, entry: LiveEntry, pcm: bytes) -> None:
+        now = time.monotonic()
+        idle = entry.session.queued_seconds == 0 and entry.session.speaking_slots_ahead() == 0
         entry.session.push_pcm(pcm)
-        entry.last_activity = time.monotonic()
-        entry.pushed_at.append(time.monotonic())
+        entry.last_activity = now
+        if idle and entry.onset is None and _loud(pcm, entry.session.vad_threshold):
+            entry.onset = now
 
     async def end(self, session_id: str, reason: str = "ended") -> None:
         entry = self.sessions.pop(session_id, None)
@@ -183,6 +188,9 @@ class LiveHub:
             elif wait < -1.0 / fps:
                 entry.late += 1
             await entry.video.queue.put(frame)
+            if frame.generated > 0 and entry.onset is not None:
+                entry.latencies_ms.append(round(1000 * (time.monotonic() - entry.onset), 1))
+                entry.onset = None
             for at in range(0, len(frame.audio), AUDIO_FRAME_SAMPLES):
                 await entry.audio.queue.put((frame.index * len(frame.audio) + at, frame.audio[at:at + AUDIO_FRAME_SAMPLES]))
             entry.sent += 1
@@ -207,6 +215,11 @@ class LiveHub:
                     await self.end(entry.id, reason="longest session reached")
                 elif entry.pc is None and now - entry.last_activity > self.settings.live_idle_timeout_s:
                     await self.end(entry.id, reason="no peer connected")
+
+
+def _loud(pcm: bytes, threshold: float) -> bool:
+    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32)
+    return bool(len(samples)) and float(np.sqrt(np.mean(samples ** 2))) > threshold
 
 
 def control_message(text: str) -> str:

@@ -89,7 +89,8 @@ async def get_session(session_id: str, who: Tenant, live: Hub):
     entry = live.get(who, session_id)
     return {"id": entry.id, "connected": entry.pc is not None and entry.pc.connectionState == "connected",
             "frames_sent": entry.sent, "frames_late": entry.late, "frames_generated": entry.session.frames_generated,
-            "queued_speech_s": round(entry.session.queued_seconds, 3), "triton_errors": entry.session.triton_errors}
+            "queued_speech_s": round(entry.session.queued_seconds, 3), "triton_errors": entry.session.triton_errors,
+            "onset_latency_ms": list(entry.latencies_ms)}
 
 
 @router.post("/v1/live/sessions/{session_id}/interrupt", summary="Barge-in: drop queued speech, back to idle")

@@ -182,7 +182,15 @@ def test_network_policies_deny_by_default_and_admit_only_the_traffic_each_pod_ne
     to_triton = next(r for r in app["egress"] if r["ports"] == [{"port": 8001, "protocol": "TCP"}])
     assert _selects(to_triton["to"][0]["podSelector"], pods["triton"])
     assert {p["port"] for r in app["egress"] for p in r["ports"]} >= {53, 8001, 5432, 6379, 9000}
-    assert _policy(docs, "-api")["spec"]["ingress"] == [{"ports": [{"port": 7860, "protocol": "TCP"}]}]
+    api = _policy(docs, "-api")["spec"]
+    assert api["ingress"] == [{"ports": [{"port": 7860, "protocol": "TCP"}]}, {"ports": [{"protocol": "UDP"}]}]  # + live WebRTC
+    assert api["egress"] == [{"ports": [{"protocol": "UDP"}]}]
+    office = _policy(render({"api": {"live": {"udpFrom": ["10.8.0.0/16"]}}}), "-api")["spec"]
+    assert office["ingress"][1]["from"] == [{"ipBlock": {"cidr": "10.8.0.0/16"}}] and office["egress"][0]["to"] == office["ingress"][1]["from"]
+    no_live = render({"api": {"live": {"enabled": False}}})
+    assert _policy(no_live, "-api")["spec"]["ingress"] == [{"ports": [{"port": 7860, "protocol": "TCP"}]}]
+    live_service = next(s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-api"))
+    assert live_service["spec"]["sessionAffinity"] == "ClientIP"  # a live session's calls reach the pod holding it
     s3 = render({"networkPolicy": {"tritonEgress": [{"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 9000}]}]}})
     assert _policy(s3, "-triton")["spec"]["egress"][-1]["to"][0]["ipBlock"]["cidr"] == "10.20.0.0/16"
 

@@ -1,0 +1,122 @@
+"""`lipsync perf live`: live sessions measured from outside, as a browser would meet them.
+
+A loopback WebRTC client (aiortc) per session receives the presenter; speech bursts are pushed over
+the WebSocket in 20 ms chunks at real time after silence. Latency = wall time from sending a
+burst's first chunk to receiving the first frame whose picture is not one of the presenter's own
+idle frames (recorded during the silence before; with random weights the generated mouth still
+differs from the presenter's pixels). The server's own part (speech in -> generated frame handed to
+the sender) comes from the session's `onset_latency_ms`. `--sessions N` runs 1..N concurrent
+sessions and reports the largest count whose p95 stays within the goal.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+GOAL_P95_MS = 450.0
+CHUNK = 320  # 20 ms at 16 kHz
+
+
+def _signature(gray: np.ndarray) -> np.ndarray:
+    """16x16-pixel block means: robust to the video codec's noise, sensitive to a changed mouth."""
+    h, w = (gray.shape[0] // 16) * 16, (gray.shape[1] // 16) * 16
+    return gray[:h, :w].reshape(h // 16, 16, w // 16, 16).mean(axis=(1, 3))
+
+
+def _differs(sig: np.ndarray, idle: list[np.ndarray], threshold: float) -> bool:
+    return min(float(np.abs(sig - ref).max()) for ref in idle) > threshold
+
+
+async def _session(api: str, key: str | None, face: Path, speech: np.ndarray, onsets: int, threshold: float) -> dict:
+    import websockets
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc.mediastreams import MediaStreamError
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx.AsyncClient(base_url=api, headers=headers, timeout=120) as http:
+        with open(face, "rb") as f:
+            created = await http.post("/v1/live/sessions", files={"face": (face.name, f)})
+        created.raise_for_status()
+        session = created.json()
+        pc = RTCPeerConnection()
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        frames: list[tuple[float, np.ndarray]] = []
+
+        @pc.on("track")
+        def on_track(track):
+            async def pull():
+                try:
+                    while True:
+                        frame = await track.recv()
+                        if track.kind == "video":
+                            frames.append((time.monotonic(), _signature(frame.to_ndarray(format="gray").astype(np.float32))))
+                except MediaStreamError:
+                    return
+            asyncio.ensure_future(pull())
+
+        await pc.setLocalDescription(await pc.createOffer())
+        answer = (await http.post(session["links"]["offer"], json={"type": "offer", "sdp": pc.localDescription.sdp})).json()
+        await pc.setRemoteDescription(RTCSessionDescription(**answer))
+        url = api.replace("http", "ws", 1) + session["links"]["audio"]
+        latencies = []
+        async with websockets.connect(url, additional_headers=headers) as ws:
+            await asyncio.sleep(4.0)  # silence: the presenter's own frames, a whole ping-pong period
+            idle = [sig for _, sig in frames[-100:]]
+            for _ in range(onsets):
+                start = time.monotonic()
+                for at in range(0, len(speech), CHUNK):  # a TTS streaming at real time
+                    await ws.send(speech[at:at + CHUNK].tobytes())
+                    await asyncio.sleep(max(0.0, start + (at + CHUNK) / 16000 - time.monotonic()))
+                await asyncio.sleep(2.0)  # back to idle before the next onset
+                seen = [t for t, sig in frames if t >= start and _differs(sig, idle, threshold)]
+                latencies.append(round(1000 * (seen[0] - start), 1) if seen else None)
+        state = (await http.get(session["links"]["self"])).json()
+        await pc.close()
+        await http.delete(session["links"]["self"])
+    return {"latencies_ms": latencies, "server_ms": state.get("onset_latency_ms", []), "frames_sent": state["frames_sent"],
+            "frames_late": state["frames_late"], "frames_received": len(frames)}
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    values = sorted(v for v in values if v is not None)
+    return round(values[min(len(values) - 1, int(q * len(values)))], 1) if values else None
+
+
+def run_live_bench(api: str, key: str | None, out: Path, sessions: int = 1, onsets: int = 10, size: int = 512,
+                   threshold: float = 6.0) -> dict:
+    from lipsync_triton.preprocessing.audio import load_audio
+    from lipsync_triton.samples import write_presenter_clip, write_speech
+    from .machine import machine_description
+
+    work = out / "work" / "live"
+    work.mkdir(parents=True, exist_ok=True)
+    face = write_presenter_clip(work / f"presenter_{size}.mp4", 1.0, width=size, height=size)
+    speech = (np.clip(load_audio(write_speech(work / "burst.wav", "One two three, four five.")), -1, 1) * 32767).astype("<i2")
+    rows = []
+    for n in range(1, sessions + 1):
+        async def all_sessions():
+            return await asyncio.gather(*(_session(api, key, face, speech, onsets, threshold) for _ in range(n)))
+        results = asyncio.run(all_sessions())
+        client = [v for r in results for v in r["latencies_ms"]]
+        server = [v for r in results for v in r["server_ms"]]
+        row = {"sessions": n, "size": size, "onsets": len(client), "missed": sum(v is None for v in client),
+               "latency_p50_ms": _pct(client, 0.5), "latency_p95_ms": _pct(client, 0.95),
+               "server_p50_ms": _pct(server, 0.5), "server_p95_ms": _pct(server, 0.95),
+               "frames_sent": sum(r["frames_sent"] for r in results), "frames_late": sum(r["frames_late"] for r in results)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if row["latency_p95_ms"] is None or row["latency_p95_ms"] > GOAL_P95_MS:
+            break
+    within = [r["sessions"] for r in rows if r["latency_p95_ms"] is not None and r["latency_p95_ms"] <= GOAL_P95_MS]
+    report = {"machine": machine_description(), "api": api, "rows": rows, "max_sessions_within_goal": max(within, default=0),
+              "mean_server_ms": statistics.fmean([r["server_p50_ms"] for r in rows if r["server_p50_ms"]] or [0])}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "live_bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
