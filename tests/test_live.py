@@ -77,3 +77,35 @@ def test_an_interrupt_returns_to_idle_at_once_and_close_releases_the_session(pre
     with pytest.raises(LipsyncError, match="closed"):
         session.next_frame()
     assert not session._pending and not session._slots and not session._queued
+
+
+def test_triton_killed_during_a_session_idles_it_and_lips_resume_when_it_is_back(exported_repo, media, tmp_path):
+    import time
+
+    from lipsync_triton.serving.server import TritonServer
+
+    server = TritonServer(exported_repo, log_path=tmp_path / "triton.log").start()
+    ports = server.ports
+    pool = TritonPool(server.grpc_url, retry_seconds=0, request_timeout=2.0, priority=1)
+    presenter = LivePresenter.load(media["clip"], pool, GenerateOptions(cache_dir=tmp_path / "cache"), max_seconds=1.0)
+    session = LiveSession(presenter, pool)
+    speech = _speech(media).tobytes()
+    try:
+        session.push_pcm(speech)
+        assert any(session.next_frame().generated > 0 for _ in range(40))
+        server.proc.kill()  # the server dies mid-session
+        server.proc.wait()
+        session.interrupt()
+        session.push_pcm(speech)
+        down = [session.next_frame() for _ in range(40)]  # no crash: the presenter idles on its own frames
+        assert session.triton_errors > 0 and all(f.generated == 0 for f in down)
+        server = TritonServer(exported_repo, ports=ports, log_path=tmp_path / "triton2.log").start()
+        deadline = time.monotonic() + 120
+        resumed = False
+        while not resumed and time.monotonic() < deadline:
+            session.push_pcm(speech)
+            resumed = any(session.next_frame().generated > 0 for _ in range(60))
+        assert resumed  # lips resume once the server is back
+    finally:
+        session.close()
+        server.stop()

@@ -132,3 +132,40 @@ def test_hostile_live_clients_get_one_line_refusals_and_the_server_keeps_serving
     assert httpx.get(f"{base}/healthz").status_code == 200
     page = httpx.get(f"{base}/live")
     assert page.status_code == 200 and "RTCPeerConnection" in page.text
+
+
+def test_the_live_page_in_chromium_with_a_fake_microphone(service, media, tmp_path):
+    """Debian's Chromium with its fake microphone fed from a WAV (silence, speech, silence, looped):
+    the page starts a session, the video plays and decodes, the speech makes a mouth."""
+    import re
+    import subprocess
+
+    from playwright.sync_api import sync_playwright
+
+    wav = tmp_path / "mic.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-i", str(media["speech"]),
+                    "-filter_complex", "[0]atrim=0:1.5[s];[s][1][0]concat=n=3:v=0:a=1,atrim=0:8", "-ar", "48000", str(wav)], check=True)
+    flags = ["--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+             f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=flags, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(f"{service.base}/live")
+            page.fill("#key", "key-acme")
+            page.set_input_files("#face", str(media["clip"]))
+            page.click("#start")
+            page.wait_for_function("document.querySelector('#status').innerText.startsWith('live')", timeout=120000)
+            session = re.search(r"session ([0-9a-f]{32})", page.inner_text("#status")).group(1)
+            page.wait_for_function("document.querySelector('#video').readyState >= 2 && document.querySelector('#video').videoWidth > 0",
+                                   timeout=60000)
+            page.wait_for_timeout(8000)  # the looped speech plays into the microphone
+            decoded = page.evaluate("""async () => { const v = document.querySelector('#video');
+                return v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0; }""")
+            assert decoded >= 50, decoded
+            page.screenshot(path=str(tmp_path / "live.png"))  # kept with the test's files
+            state = httpx.get(f"{service.base}/v1/live/sessions/{session}", headers=ACME).json()
+            assert state["frames_generated"] >= 10, state  # the microphone's speech made a mouth
+            page.click("#stop")
+        finally:
+            browser.close()
