@@ -222,7 +222,7 @@ def _add_perf(sub) -> None:
     li.add_argument("--key", default=None, help="API key (none for a local-only service)")
     li.add_argument("--sessions", type=int, default=1, help="try 1..N concurrent sessions (stops past the p95 goal)")
     li.add_argument("--onsets", type=int, default=10, help="speech bursts per session")
-    li.add_argument("--size", type=int, default=512, help="presenter width and height in pixels")
+    li.add_argument("--size", default="512x512", help="presenter WIDTHxHEIGHT in pixels (1280x720 for 720p)")
     li.add_argument("--out", type=Path, default=Path("perf/results"))
 
 

@@ -89,7 +89,7 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(values[min(len(values) - 1, int(q * len(values)))], 1) if values else None
 
 
-def run_live_bench(api: str, key: str | None, out: Path, sessions: int = 1, onsets: int = 10, size: int = 512,
+def run_live_bench(api: str, key: str | None, out: Path, sessions: int = 1, onsets: int = 10, size: str = "512x512",
                    threshold: float = 6.0) -> dict:
     from lipsync_triton.preprocessing.audio import load_audio
     from lipsync_triton.samples import write_presenter_clip, write_speech
@@ -97,7 +97,8 @@ def run_live_bench(api: str, key: str | None, out: Path, sessions: int = 1, onse
 
     work = out / "work" / "live"
     work.mkdir(parents=True, exist_ok=True)
-    face = write_presenter_clip(work / f"presenter_{size}.mp4", 1.0, width=size, height=size)
+    width, height = (int(v) for v in size.lower().split("x"))
+    face = write_presenter_clip(work / f"presenter_{width}x{height}.mp4", 1.0, width=width, height=height)
     speech = (np.clip(load_audio(write_speech(work / "burst.wav", "One two three, four five.")), -1, 1) * 32767).astype("<i2")
     rows = []
     for n in range(1, sessions + 1):

@@ -169,3 +169,14 @@ def test_the_live_page_in_chromium_with_a_fake_microphone(service, media, tmp_pa
             page.click("#stop")
         finally:
             browser.close()
+
+
+def test_perf_live_measures_onset_latency_from_outside(service, tmp_path):
+    """`lipsync perf live` end to end on one session and one onset (the figures are in BENCHMARKS.md)."""
+    from lipsync_triton.perf.live_bench import run_live_bench
+
+    report = run_live_bench(service.base, "key-acme", tmp_path, sessions=1, onsets=1, size="320x192")
+    row = report["rows"][0]
+    assert row["onsets"] == 1 and row["missed"] == 0 and row["latency_p50_ms"] > 200, row  # Wav2Lip's look-ahead is the floor
+    assert row["server_p50_ms"] is not None and row["server_p50_ms"] < row["latency_p50_ms"], row
+    assert (tmp_path / "live_bench.json").is_file()
