@@ -154,19 +154,21 @@ def new_batch(session: Session, tenant: str) -> Batch:
     return Batch(id=new_id(), tenant=tenant, created_at=utcnow())
 
 
+def tenant_owned(session: Session, model, tenant: str, row_id: str, what: str):
+    """The tenant's row of `model` (a job, batch, presenter) or 404: another tenant's is
+    indistinguishable from a missing one."""
+    row = session.get(model, row_id) if re.fullmatch(r"[0-9a-f]{32}", row_id or "") else None
+    if row is None or row.tenant != tenant:
+        raise InputError(f"no {what} {(row_id or '')[:40]}", 404)
+    return row
+
+
 def tenant_job(session: Session, tenant: str, job_id: str) -> Job:
-    """The tenant's job or 404: another tenant's job is indistinguishable from a missing one."""
-    job = session.get(Job, job_id) if re.fullmatch(r"[0-9a-f]{32}", job_id or "") else None
-    if job is None or job.tenant != tenant:
-        raise InputError(f"no job {job_id[:40]}", 404)
-    return job
+    return tenant_owned(session, Job, tenant, job_id, "job")
 
 
 def tenant_batch(session: Session, tenant: str, batch_id: str) -> Batch:
-    batch = session.get(Batch, batch_id) if re.fullmatch(r"[0-9a-f]{32}", batch_id or "") else None
-    if batch is None or batch.tenant != tenant:
-        raise InputError(f"no batch {batch_id[:40]}", 404)
-    return batch
+    return tenant_owned(session, Batch, tenant, batch_id, "batch")
 
 
 def batch_jobs(session: Session, batch_id: str) -> list[Job]:

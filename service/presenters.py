@@ -3,7 +3,6 @@ the workers' presenter cache), then named by jobs and batches as `presenter_id` 
 uploaded again. Listed, deleted and expired per tenant like jobs."""
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,7 +16,7 @@ from lipsync_triton.errors import LipsyncError, TransientError
 from lipsync_triton.preprocessing.media_sniff import IMAGE, VIDEO, check_upload
 from . import storage_keys as keys
 from .db import ACTIVE, Job, Presenter, PresenterStatus, new_id, session_scope, utcnow
-from .jobs import InputError, _iso
+from .jobs import InputError, _iso, tenant_owned
 from .settings import Settings
 from .storage import Storage
 from .user_errors import user_facing
@@ -39,11 +38,7 @@ def register(session: Session, storage: Storage, tenant: str, face: Path, name: 
 
 
 def tenant_presenter(session: Session, tenant: str, presenter_id: str) -> Presenter:
-    """The tenant's presenter or 404 (another tenant's is indistinguishable from a missing one)."""
-    found = session.get(Presenter, presenter_id) if re.fullmatch(r"[0-9a-f]{32}", presenter_id or "") else None
-    if found is None or found.tenant != tenant:
-        raise InputError(f"no presenter {presenter_id[:40]}", 404)
-    return found
+    return tenant_owned(session, Presenter, tenant, presenter_id, "presenter")
 
 
 def usable(presenter: Presenter) -> Presenter:
