@@ -23,12 +23,11 @@ from lipsync_triton.preprocessing.media_input import input_args
 from . import storage_keys as keys
 from .db import FINAL, Job, JobStatus, count_finished, session_scope, utcnow
 from .job_options import JobOptions
-from .settings import Settings
+from .storage import Storage
+from .user_errors import user_facing
 
 if TYPE_CHECKING:
     from .queue import JobQueue
-from .storage import Storage
-from .user_errors import user_facing
 
 HEARTBEAT_S = 1.0
 _active: dict[str, "Watch"] = {}  # this process's running jobs
