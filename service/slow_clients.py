@@ -27,6 +27,9 @@ class SlowClientH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
+        if self.transport.get_protocol() is not self:  # upgraded to a WebSocket: its own keep-alive pings apply
+            self._disarm()
+            return
         state = self.conn.their_state
         if state is h11.IDLE:  # still reading a request line and headers: one deadline for all of them
             if self._deadline is None:

@@ -20,7 +20,7 @@ ACME, GLOBEX = {"Authorization": "Bearer key-acme"}, {"Authorization": "Bearer k
 @pytest.fixture(scope="module")
 def service(triton, tmp_path_factory):
     with Service(tmp_path_factory.mktemp("live") / "data", triton.grpc_url, keys=KEYS, workers=0,
-                 extra_env={"LIPSYNC_LIVE_MAX_SESSIONS_PER_TENANT": "2"}) as svc:
+                 extra_env={"LIPSYNC_LIVE_MAX_SESSIONS_PER_TENANT": "2", "LIPSYNC_BODY_TIMEOUT_S": "2"}) as svc:
         yield svc
 
 
@@ -180,3 +180,23 @@ def test_perf_live_measures_onset_latency_from_outside(service, tmp_path):
     assert row["onsets"] == 1 and row["missed"] == 0 and row["latency_p50_ms"] > 200, row  # Wav2Lip's look-ahead is the floor
     assert row["server_p50_ms"] is not None and row["server_p50_ms"] < row["latency_p50_ms"], row
     assert (tmp_path / "live_bench.json").is_file()
+
+
+def test_a_quiet_audio_websocket_outlives_the_slow_client_deadlines(service, media):
+    """The slow-client body deadline (2 s here) is for HTTP bodies; an upgraded WebSocket that is
+    quiet between utterances must stay open (it was cut after LIPSYNC_BODY_TIMEOUT_S)."""
+    import websockets
+
+    session = _start(service, media)
+
+    async def quiet_then_speak() -> None:
+        url = service.base.replace("http", "ws") + session["links"]["audio"]
+        async with websockets.connect(url, additional_headers=ACME) as ws:
+            await asyncio.sleep(5.0)
+            await ws.send(b"\x00\x00" * 320)
+            await ws.send('{"type": "interrupt"}')
+            await asyncio.sleep(0.5)
+            await ws.send(b"\x00\x00" * 320)
+
+    asyncio.run(quiet_then_speak())
+    assert httpx.delete(f"{service.base}{session['links']['self']}", headers=ACME).status_code == 204
