@@ -112,13 +112,15 @@ def served_file(svc: Svc, key: str | None, job: Job, media_type: str, filename: 
     return FileResponse(path, media_type=media_type, filename=filename)
 
 
-@router.api_route("/{job_id}/result", methods=["GET", "HEAD"], summary="The mp4 (HTTP range requests supported)", response_class=FileResponse)
+@router.head("/{job_id}/result", include_in_schema=False)  # a download manager's or proxy's size check
+@router.get("/{job_id}/result", summary="The mp4 (HTTP range requests supported)", response_class=FileResponse)
 def get_result(job_id: str, svc: Svc, who: Tenant, db: DB):
     job = tenant_job(db, who, job_id)
     return served_file(svc, job.result_key, job, "video/mp4", f"{job.name or job.id}.mp4")
 
 
-@router.api_route("/{job_id}/thumbnail", methods=["GET", "HEAD"], summary="A jpg of the first frame", response_class=FileResponse)
+@router.head("/{job_id}/thumbnail", include_in_schema=False)  # a download manager's or proxy's size check
+@router.get("/{job_id}/thumbnail", summary="A jpg of the first frame", response_class=FileResponse)
 def get_thumbnail(job_id: str, svc: Svc, who: Tenant, db: DB):
     job = tenant_job(db, who, job_id)
     return served_file(svc, job.thumbnail_key, job, "image/jpeg", f"{job.name or job.id}.jpg")
