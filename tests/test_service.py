@@ -385,6 +385,7 @@ def test_the_web_ui_runs_a_job_and_shows_its_video_in_chromium(service, media):
             page.locator("#submit").click()
             page.wait_for_selector("#result-video video", timeout=300000)
             assert "succeeded" in page.locator("#job-progress").inner_text()
+            assert "presenter-lipsync.mp4" in page.locator("#result-file").inner_text().replace("\n", "")  # named after the input
             # the browser loaded and decoded the video (readyState >= HAVE_METADATA)
             page.wait_for_function("document.querySelector('#result-video video').readyState >= 1", timeout=60000)
             assert page.evaluate("document.querySelector('#result-video video').duration") > 0.5
