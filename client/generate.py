@@ -61,7 +61,7 @@ def _fixed_box(opts: GenerateOptions, source: FrameSource) -> np.ndarray:
     return np.array([[left, top, right, bottom]], np.int32)
 
 
-def _track(opts: GenerateOptions, source: FrameSource, pool: TritonPool, models: dict, n_frames: int, selector: FaceSelector,
+def track_boxes(opts: GenerateOptions, source: FrameSource, pool: TritonPool, models: dict, n_frames: int, selector: FaceSelector,
            transform: FrameTransform, cancel: JobCancel, timer: StageTimer, progress: ProgressCallback | None) -> TrackResult:
     """The face box of every presenter frame the job uses: the fixed --box, or the followed face."""
     if opts.box:
@@ -114,7 +114,7 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
     max_batch = models[WAV2LIP_MODEL].max_batch_size
     batch_size = min(opts.wav2lip_batch_size, max_batch) if max_batch else opts.wav2lip_batch_size
 
-    tracked = _track(opts, source, pool, models, n_frames, selector, transform, job_cancel, timer, detect_progress)
+    tracked = track_boxes(opts, source, pool, models, n_frames, selector, transform, job_cancel, timer, detect_progress)
 
     def wav2lip_requests():
         """Decode -> crop -> batch: ((infer args), (frames, boxes)) per batch of frames."""
@@ -198,7 +198,7 @@ def track_presenter(face: str | Path, urls: list[str] | str, options: GenerateOp
                       traceparent=opts.traceparent)
     source = FrameSource(face, transform, static=opts.static, fps=opts.fps, pix_fmt="yuv420p", limits=opts.limits)
     models = pool.check_ready((WAV2LIP_MODEL, DETECTOR_MODEL))
-    tracked = _track(opts, source, pool, models, 1, FaceSelector.parse(opts.face_select), transform, job_cancel,
+    tracked = track_boxes(opts, source, pool, models, 1, FaceSelector.parse(opts.face_select), transform, job_cancel,
                      StageTimer(), None)
     try:
         tracked.finish()

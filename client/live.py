@@ -36,10 +36,9 @@ from lipsync_triton.preprocessing.crops import crop_face_i420, paste_face_i420
 from lipsync_triton.preprocessing.faces import FaceSelector
 from lipsync_triton.preprocessing.mel import HOP, MEL_FRAMES_PER_SECOND, MEL_WINDOW, SAMPLE_RATE, MelStream
 from lipsync_triton.preprocessing.video import FrameSource, FrameTransform
-from .face_tracking import TrackingSpec, track_faces
+from .generate import track_boxes
 from .in_flight import JobCancel
 from .options import GenerateOptions
-from .presenter_cache import PresenterCache
 from .stage_timer import StageTimer
 from .triton_client import DETECTOR_MODEL, WAV2LIP_MODEL, TritonPool
 
@@ -49,6 +48,16 @@ LIVE_PRIORITY = 1  # Triton's highest request priority: batch jobs (default leve
 LOOKAHEAD_S = (MEL_WINDOW * HOP + 400) / SAMPLE_RATE
 FADE_SLOTS = 3  # idle <-> speaking cross-fade, in frames
 HANG_SLOTS = 4  # a speaking gate stays open this many slots after the energy drops (no flicker between words)
+
+
+def is_loud(samples: np.ndarray, threshold: float) -> bool:
+    """The voice-activity gate: RMS of int16 samples above `threshold` (in int16 units)."""
+    return len(samples) > 0 and float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) > threshold
+
+
+def pcm16(wav: np.ndarray) -> np.ndarray:
+    """A float waveform (-1..1) as the PCM16 samples a session takes."""
+    return (np.clip(wav, -1, 1) * 32767).astype("<i2")
 
 
 @dataclass
@@ -78,14 +87,8 @@ class LivePresenter:
         count = 1 if source.still else max(1, int(max_seconds * source.fps))
         frames = [f.copy() for f in source.frames(limit=count)]
         models = pool.check_ready((WAV2LIP_MODEL, DETECTOR_MODEL))
-        detector = models[DETECTOR_MODEL]
-        spec = TrackingSpec(detector=detector.identity, detector_size=tuple(detector.input_dims["image"][:2]),
-                            transform=transform, static=source.still, select=FaceSelector.parse(opts.face_select).key(),
-                            pads=tuple(opts.pads), smooth=not opts.nosmooth, detect_every=1 if source.still else opts.detect_every,
-                            keyframe_every=0 if source.still else opts.keyframe_every)
-        tracked = track_faces(source, pool, spec, frames_needed=len(frames), batch_size=min(8, detector.max_batch_size or 8),
-                              in_flight=2, cancel=JobCancel(None), cache=PresenterCache(opts.cache_dir) if opts.use_cache else None,
-                              timer=StageTimer())
+        tracked = track_boxes(opts, source, pool, models, len(frames), FaceSelector.parse(opts.face_select), transform,
+                              JobCancel(None), StageTimer(), None)
         try:
             boxes = np.stack([tracked.boxes.box(i) for i in range(len(frames))])
             tracked.finish()
@@ -246,7 +249,7 @@ class LiveSession:
         got = n - need
         self._queued_samples -= got
         audio = np.concatenate(parts + [np.zeros(need, np.int16)]) if parts else np.zeros(n, np.int16)
-        loud = got > 0 and float(np.sqrt(np.mean(audio.astype(np.float32) ** 2))) > self.vad_threshold
+        loud = got > 0 and is_loud(audio, self.vad_threshold)
         self._hang = HANG_SLOTS if loud else max(0, self._hang - 1)
         slot = self._intake
         self._intake += 1

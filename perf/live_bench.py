@@ -91,6 +91,7 @@ def _pct(values: list[float], q: float) -> float | None:
 
 def run_live_bench(api: str, key: str | None, out: Path, sessions: int = 1, onsets: int = 10, size: str = "512x512",
                    threshold: float = 6.0) -> dict:
+    from lipsync_triton.client.live import pcm16
     from lipsync_triton.preprocessing.audio import load_audio
     from lipsync_triton.samples import write_presenter_clip, write_speech
     from .machine import machine_description
@@ -99,7 +100,7 @@ def run_live_bench(api: str, key: str | None, out: Path, sessions: int = 1, onse
     work.mkdir(parents=True, exist_ok=True)
     width, height = (int(v) for v in size.lower().split("x"))
     face = write_presenter_clip(work / f"presenter_{width}x{height}.mp4", 1.0, width=width, height=height)
-    speech = (np.clip(load_audio(write_speech(work / "burst.wav", "One two three, four five.")), -1, 1) * 32767).astype("<i2")
+    speech = pcm16(load_audio(write_speech(work / "burst.wav", "One two three, four five.")))
     rows = []
     for n in range(1, sessions + 1):
         async def all_sessions():

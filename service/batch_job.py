@@ -77,13 +77,17 @@ class BatchRun:
         self.s3_endpoint_url = s3_endpoint_url
         self._keys: dict[int, str] = {}
 
+    def _fs_options(self, url: str) -> dict:
+        """fsspec options for an input URL: the S3-compatible endpoint for s3:// ones."""
+        return {"client_kwargs": {"endpoint_url": self.s3_endpoint_url}} if url.startswith("s3://") and self.s3_endpoint_url else {}
+
     def _input_identity(self, ref: str) -> str:
         """What an input is: the sha256 of a local file, the store's checksum (S3: the ETag) of a URL."""
         url = _resolve(ref, self.base)
         try:
             if "://" not in url:
                 return file_sha256(url)
-            options = {"client_kwargs": {"endpoint_url": self.s3_endpoint_url}} if url.startswith("s3://") and self.s3_endpoint_url else {}
+            options = self._fs_options(url)
             fs, path = fsspec.core.url_to_fs(url, **options)
             return f"{fs.protocol}:{fs.checksum(path)}"
         except (OSError, ValueError):
@@ -117,7 +121,7 @@ class BatchRun:
 
     def _fetch(self, ref: str, target: Path) -> Path:
         url = _resolve(ref, self.base)
-        options = {"client_kwargs": {"endpoint_url": self.s3_endpoint_url}} if url.startswith("s3://") and self.s3_endpoint_url else {}
+        options = self._fs_options(url)
         try:
             with fsspec.open(url, "rb", **options) as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)

@@ -22,7 +22,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConn
 from aiortc.mediastreams import MediaStreamError
 
 from lipsync_triton import log
-from lipsync_triton.client.live import LiveFrame, LivePresenter, LiveSession
+from lipsync_triton.client.live import LiveFrame, LivePresenter, LiveSession, is_loud
 from lipsync_triton.preprocessing.mel import SAMPLE_RATE
 from .db import new_id
 from .jobs import InputError
@@ -153,7 +153,7 @@ class LiveHub:
         idle = entry.session.queued_seconds == 0 and entry.session.speaking_slots_ahead() == 0
         entry.session.push_pcm(pcm)
         entry.last_activity = now
-        if idle and entry.onset is None and _loud(pcm, entry.session.vad_threshold):
+        if idle and entry.onset is None and is_loud(np.frombuffer(pcm, dtype="<i2"), entry.session.vad_threshold):
             entry.onset = now
 
     async def end(self, session_id: str, reason: str = "ended") -> None:
@@ -215,11 +215,6 @@ class LiveHub:
                     await self.end(entry.id, reason="longest session reached")
                 elif entry.pc is None and now - entry.last_activity > self.settings.live_idle_timeout_s:
                     await self.end(entry.id, reason="no peer connected")
-
-
-def _loud(pcm: bytes, threshold: float) -> bool:
-    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32)
-    return bool(len(samples)) and float(np.sqrt(np.mean(samples ** 2))) > threshold
 
 
 def control_message(text: str) -> str:

@@ -28,9 +28,9 @@ def register(session: Session, storage: Storage, tenant: str, face: Path, name: 
         check_upload(face, "face", (VIDEO, IMAGE))
     except LipsyncError as exc:
         raise InputError(str(exc)) from None
-    presenter = Presenter(id=new_id(), tenant=tenant, name=name, status=PresenterStatus.PREPARING, created_at=utcnow())
-    presenter.last_used_at = presenter.created_at
-    presenter.face_key = keys.presenter_face(tenant, presenter.id)
+    now, presenter_id = utcnow(), new_id()
+    presenter = Presenter(id=presenter_id, tenant=tenant, name=name, status=PresenterStatus.PREPARING, created_at=now,
+                          last_used_at=now, face_key=keys.presenter_face(tenant, presenter_id))
     storage.put_file(face, presenter.face_key, move=True)
     session.add(presenter)
     session.commit()

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile, WebSock
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
-from lipsync_triton.client.live import LIVE_PRIORITY, LivePresenter
+from lipsync_triton.client.live import LIVE_PRIORITY, LivePresenter, pcm16
 from lipsync_triton.client.options import GenerateOptions
 from lipsync_triton.client.triton_client import TritonPool
 from lipsync_triton.errors import LipsyncError
@@ -34,7 +34,7 @@ def hub(request: Request) -> LiveHub:
 Hub = Annotated[LiveHub, Depends(hub)]
 
 
-def _prepare(svc, who: str, presenter_id: str | None, face: UploadFile | None) -> LivePresenter:
+def _prepare(svc, who: str, presenter_id: str | None, face: UploadFile | None, pool: TritonPool) -> LivePresenter:
     """The presenter's frames, boxes and crops (blocking: decode + face tracking through Triton)."""
     settings = svc.settings
     (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
@@ -50,7 +50,6 @@ def _prepare(svc, who: str, presenter_id: str | None, face: UploadFile | None) -
             save(face, work / "face")
         else:
             raise InputError("send a presenter_id or a face upload")
-        pool = TritonPool(settings.triton, retry_seconds=0, request_timeout=2.0, priority=LIVE_PRIORITY)
         options = GenerateOptions(cache_dir=settings.data_dir / "presenters", limits=settings.media_limits)
         try:
             return LivePresenter.load(work / "face", pool, options, max_seconds=settings.live_presenter_seconds,
@@ -65,8 +64,8 @@ def _prepare(svc, who: str, presenter_id: str | None, face: UploadFile | None) -
 async def create_session(svc: Svc, who: Tenant, live: Hub,
                          presenter_id: Annotated[str | None, Form()] = None,
                          face: Annotated[UploadFile | None, File(description="presenter video or photo")] = None):
-    presenter = await run_in_threadpool(_prepare, svc, who, presenter_id, face)
     pool = TritonPool(svc.settings.triton, retry_seconds=0, request_timeout=2.0, priority=LIVE_PRIORITY)
+    presenter = await run_in_threadpool(_prepare, svc, who, presenter_id, face, pool)
     entry = await live.create(who, presenter, pool)
     base = f"/v1/live/sessions/{entry.id}"
     return JSONResponse({"id": entry.id, "fps": entry.session.fps, "ice_servers": live.ice_servers(),
@@ -113,7 +112,7 @@ def _speak(text: str) -> bytes:
 
     with tempfile.TemporaryDirectory(prefix="say-") as d:
         wav = load_audio(write_speech(Path(d) / "say.wav", text))
-    return (wav.clip(-1, 1) * 32767).astype("<i2").tobytes()
+    return pcm16(wav).tobytes()
 
 
 @router.delete("/v1/live/sessions/{session_id}", status_code=204, summary="End a live session and free what it held")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lipsync_triton.client.live import LiveFrame, LivePresenter, LiveSession
+from lipsync_triton.client.live import LiveFrame, LivePresenter, LiveSession, pcm16
 from lipsync_triton.client.options import GenerateOptions
 from lipsync_triton.client.triton_client import TritonPool
 from lipsync_triton.errors import LipsyncError
@@ -20,8 +20,7 @@ def presenter(triton, media, tmp_path_factory):
 
 
 def _speech(media) -> np.ndarray:
-    wav = load_audio(media["speech"])
-    return (np.clip(wav, -1, 1) * 32767).astype(np.int16)
+    return pcm16(load_audio(media["speech"])).astype(np.int16)
 
 
 def _lower_face_changed(frame: LiveFrame, presenter: LivePresenter) -> float:

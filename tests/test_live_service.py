@@ -7,9 +7,9 @@ import asyncio
 import time
 
 import httpx
-import numpy as np
 import pytest
 
+from lipsync_triton.client.live import pcm16
 from lipsync_triton.preprocessing.audio import load_audio
 from service_harness import Service
 
@@ -32,7 +32,7 @@ def _start(service, media, headers=ACME) -> dict:
 
 
 def _speech_pcm(media) -> bytes:
-    return (np.clip(load_audio(media["speech"]), -1, 1) * 32767).astype("<i2").tobytes()
+    return pcm16(load_audio(media["speech"])).tobytes()
 
 
 async def _peer(service, session: dict, speech: bytes, seconds: float) -> dict:
