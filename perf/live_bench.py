@@ -5,8 +5,10 @@ the WebSocket in 20 ms chunks at real time after silence. Latency = wall time fr
 burst's first chunk to receiving the first frame whose picture is not one of the presenter's own
 idle frames (recorded during the silence before; with random weights the generated mouth still
 differs from the presenter's pixels). The server's own part (speech in -> generated frame handed to
-the sender) comes from the session's `onset_latency_ms`. `--sessions N` runs 1..N concurrent
-sessions and reports the largest count whose p95 stays within the goal.
+the sender) comes from the session's `onset_latency_ms`. A/V offset, also at the receiver: the
+arrival of a burst's first generated frame minus the arrival of its first loud audio frame; its
+change from the first bursts to the last is the drift a long session would show. `--sessions N`
+runs 1..N concurrent sessions and reports the largest count whose p95 stays within the goal.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import numpy as np
 
 GOAL_P95_MS = 450.0
 CHUNK = 320  # 20 ms at 16 kHz
+LOUD = 300.0  # mean |sample| of a received 20 ms audio frame that carries speech (silence decodes to ~0)
 
 
 def _signature(gray: np.ndarray) -> np.ndarray:
@@ -48,6 +51,7 @@ async def _session(api: str, key: str | None, face: Path, speech: np.ndarray, on
         pc.addTransceiver("video", direction="recvonly")
         pc.addTransceiver("audio", direction="recvonly")
         frames: list[tuple[float, np.ndarray]] = []
+        sounds: list[tuple[float, float]] = []  # (arrival, mean |sample|) of each received audio frame
 
         @pc.on("track")
         def on_track(track):
@@ -57,6 +61,8 @@ async def _session(api: str, key: str | None, face: Path, speech: np.ndarray, on
                         frame = await track.recv()
                         if track.kind == "video":
                             frames.append((time.monotonic(), _signature(frame.to_ndarray(format="gray").astype(np.float32))))
+                        else:
+                            sounds.append((time.monotonic(), float(np.abs(frame.to_ndarray().astype(np.float32)).mean())))
                 except MediaStreamError:
                     return
             asyncio.ensure_future(pull())
@@ -65,7 +71,7 @@ async def _session(api: str, key: str | None, face: Path, speech: np.ndarray, on
         answer = (await http.post(session["links"]["offer"], json={"type": "offer", "sdp": pc.localDescription.sdp})).json()
         await pc.setRemoteDescription(RTCSessionDescription(**answer))
         url = api.replace("http", "ws", 1) + session["links"]["audio"]
-        latencies = []
+        latencies, offsets = [], []
         async with websockets.connect(url, additional_headers=headers) as ws:
             await asyncio.sleep(4.0)  # silence: the presenter's own frames, a whole ping-pong period
             idle = [sig for _, sig in frames[-100:]]
@@ -76,12 +82,24 @@ async def _session(api: str, key: str | None, face: Path, speech: np.ndarray, on
                     await asyncio.sleep(max(0.0, start + (at + CHUNK) / 16000 - time.monotonic()))
                 await asyncio.sleep(2.0)  # back to idle before the next onset
                 seen = [t for t, sig in frames if t >= start and _differs(sig, idle, threshold)]
+                heard = [t for t, level in sounds if t >= start and level > LOUD]
                 latencies.append(round(1000 * (seen[0] - start), 1) if seen else None)
+                offsets.append(round(1000 * (seen[0] - heard[0]), 1) if seen and heard else None)
         state = (await http.get(session["links"]["self"])).json()
         await pc.close()
         await http.delete(session["links"]["self"])
     return {"latencies_ms": latencies, "server_ms": state.get("onset_latency_ms", []), "frames_sent": state["frames_sent"],
-            "frames_late": state["frames_late"], "frames_received": len(frames)}
+            "frames_late": state["frames_late"], "frames_received": len(frames), "av_offsets_ms": offsets}
+
+
+def _drift(offsets: list[float | None]) -> dict:
+    """A/V offset (video minus audio, at the receiver) over the first and the last bursts (median of
+    up to 3 each): a constant offset is the gate's and the cross-fade's; a change is drift."""
+    known = [v for v in offsets if v is not None]
+    if not known:
+        return {"av_offset_start_ms": None, "av_offset_end_ms": None, "av_drift_ms": None}
+    head, tail = statistics.median(known[:3]), statistics.median(known[-3:])
+    return {"av_offset_start_ms": round(head, 1), "av_offset_end_ms": round(tail, 1), "av_drift_ms": round(tail - head, 1)}
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -111,7 +129,8 @@ def run_live_bench(api: str, key: str | None, out: Path, sessions: int = 1, onse
         row = {"sessions": n, "size": size, "onsets": len(client), "missed": sum(v is None for v in client),
                "latency_p50_ms": _pct(client, 0.5), "latency_p95_ms": _pct(client, 0.95),
                "server_p50_ms": _pct(server, 0.5), "server_p95_ms": _pct(server, 0.95),
-               "frames_sent": sum(r["frames_sent"] for r in results), "frames_late": sum(r["frames_late"] for r in results)}
+               "frames_sent": sum(r["frames_sent"] for r in results), "frames_late": sum(r["frames_late"] for r in results),
+               **_drift(results[0]["av_offsets_ms"])}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if row["latency_p95_ms"] is None or row["latency_p95_ms"] > GOAL_P95_MS:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.preprocessing.media_sniff import AUDIO, IMAGE, VIDEO, check_upload
 from lipsync_triton.tracing import new_traceparent, trace_id
-from .db import ACTIVE, Batch, Job, JobStatus, Presenter, count_finished, lock_tenant, new_id, utcnow
+from .db import ACTIVE, Batch, Job, JobStatus, Presenter, count_finished, new_id, tenant_admission, utcnow
 from . import storage_keys as keys
 from .job_options import JobOptions
 from .settings import Settings
@@ -52,8 +52,8 @@ def check_inputs(face: Path | None, audio: Path, settings: Settings) -> None:
 
 
 def check_capacity(session: Session, tenant: str, settings: Settings, adding: int = 1) -> None:
-    """An early refusal before uploads are probed and stored; `admit` decides, atomically."""
-    active = session.query(Job).filter(Job.tenant == tenant, Job.status.in_(ACTIVE)).count()
+    """Refuse a tenant over its limit of queued and running jobs (`admit` calls it under its lock)."""
+    active = session.scalar(select(func.count()).select_from(Job).where(Job.tenant == tenant, Job.status.in_(ACTIVE)))
     if active + adding > settings.max_active_jobs_per_tenant:
         raise InputError(f"{active} jobs already queued or running; the limit is {settings.max_active_jobs_per_tenant} "
                          "per tenant (LIPSYNC_MAX_ACTIVE_JOBS_PER_TENANT): wait for some to finish", 429)
@@ -74,24 +74,21 @@ def admit(session: Session, storage: Storage, settings: Settings, tenant: str, j
                 storage.delete(keys.job_inputs(tenant, job.id))
 
     try:
-        lock_tenant(session, tenant)
-        earlier = job_for_key(session, tenant, jobs[0].idempotency_key) if len(jobs) == 1 else None
-        if earlier is None:
-            check_capacity(session, tenant, settings, adding=sum(job.status in ACTIVE for job in jobs))
+        with tenant_admission(session, tenant):
+            earlier = job_for_key(session, tenant, jobs[0].idempotency_key) if len(jobs) == 1 else None
+            if earlier is None:
+                check_capacity(session, tenant, settings, adding=sum(job.status in ACTIVE for job in jobs))
+                session.add_all(([batch] if batch is not None else []) + jobs)
+                for job in jobs:
+                    if job.status == JobStatus.FAILED:  # a batch item refused on arrival
+                        count_finished(session, tenant, job.status)
+            session.commit()
     except InputError:
-        session.rollback()
         discard_inputs()
         raise
     if earlier is not None:
-        session.commit()
         discard_inputs()
-        return earlier
-    session.add_all(([batch] if batch is not None else []) + jobs)
-    for job in jobs:
-        if job.status == JobStatus.FAILED:  # a batch item refused on arrival
-            count_finished(session, tenant, job.status)
-    session.commit()
-    return None
+    return earlier
 
 
 def job_for_key(session: Session, tenant: str, key: str | None) -> Job | None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from lipsync_triton import log
 from lipsync_triton.client.options import job_options
@@ -81,11 +81,9 @@ def _accepted(job: Job, replayed: bool = False) -> JSONResponse:
 def list_jobs(who: Tenant, db: DB, limit: Annotated[int, Query(ge=1, le=200)] = 50,
               offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
               status: Annotated[JobStatus | None, Query()] = None):
-    query = select(Job).where(Job.tenant == who)
-    if status:
-        query = query.where(Job.status == status)
-    total = db.query(Job).filter(Job.tenant == who, *([Job.status == status] if status else [])).count()
-    jobs = db.scalars(query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset))
+    where = [Job.tenant == who, *([Job.status == status] if status else [])]
+    total = db.scalar(select(func.count()).select_from(Job).where(*where))
+    jobs = db.scalars(select(Job).where(*where).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset))
     return {"jobs": [job_view(j) for j in jobs], "total": total, "limit": limit, "offset": offset}
 
 

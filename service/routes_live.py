@@ -16,7 +16,7 @@ from lipsync_triton.client.options import GenerateOptions
 from lipsync_triton.client.triton_client import TritonPool
 from lipsync_triton.errors import LipsyncError
 from .db import session_scope
-from .deps import Svc, Tenant, tenant
+from .deps import Svc, Tenant, tenant_of
 from .jobs import InputError
 from .live_sessions import LiveHub, control_message
 from .presenters import tenant_presenter, usable
@@ -27,7 +27,7 @@ router = APIRouter(tags=["live"])
 PAGE = Path(__file__).with_name("static") / "live.html"
 
 
-def hub(request: Request) -> LiveHub:
+async def hub(request: Request) -> LiveHub:  # async: no thread-pool hop (deps.py)
     return request.app.state.live
 
 
@@ -129,7 +129,7 @@ async def push_audio(websocket: WebSocket, session_id: str):
     Authorization: Bearer <key> as for every /v1 call. Errors close with 1008 (policy) and a reason."""
     live: LiveHub = websocket.app.state.live
     try:
-        who = tenant(websocket.app.state.service, websocket.headers.get("authorization"))
+        who = tenant_of(websocket.app.state.service, websocket.headers.get("authorization"))
         entry = live.get(who, session_id)
     except Exception as exc:
         await websocket.close(code=1008, reason=getattr(exc, "detail", None) or str(exc)[:120])

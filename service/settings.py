@@ -63,15 +63,21 @@ class Settings(BaseSettings):
 
     @property
     def database(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'jobs.db').resolve()}"
+        return self.database_url or f"sqlite:///{_absolute(self.data_dir / 'jobs.db')}"
 
     @property
     def storage(self) -> str:
-        return self.storage_url or str((self.data_dir / "files").resolve())
+        return self.storage_url or str(_absolute(self.data_dir / "files"))
 
     @property
     def triton(self) -> list[str]:
         return [u.strip() for u in self.triton_urls.split(",") if u.strip()]
+
+
+@lru_cache(maxsize=16)
+def _absolute(path: Path) -> Path:
+    """`path.resolve()`, once per path: the database and storage locations are read on every request."""
+    return path.resolve()
 
 
 @lru_cache(maxsize=1)

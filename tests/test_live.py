@@ -108,3 +108,47 @@ def test_triton_killed_during_a_session_idles_it_and_lips_resume_when_it_is_back
     finally:
         session.close()
         server.stop()
+
+
+def test_ending_a_session_frees_its_session_presenter_and_peer(triton, media, tmp_path):
+    """LiveTalking's users report memory that is not freed when a session ends: here nothing of an
+    ended session (DELETE and a hung-up peer both call LiveHub.end) stays reachable: its
+    LiveSession, its presenter's frames and crops, its RTCPeerConnection and tracks are collected."""
+    import asyncio
+    import gc
+    import time
+    import weakref
+
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    from lipsync_triton.service.live_sessions import LiveHub
+    from lipsync_triton.service.settings import Settings
+
+    async def scenario() -> tuple[LiveHub, list[weakref.ref]]:
+        hub = LiveHub(Settings(data_dir=tmp_path / "data"))
+        pool = TritonPool(triton.grpc_url, priority=1)
+        presenter = LivePresenter.load(media["clip"], pool, GenerateOptions(cache_dir=tmp_path / "cache"), max_seconds=1.0)
+        entry = await hub.create("acme", presenter, pool)
+        peer = RTCPeerConnection()
+        peer.addTransceiver("video", direction="recvonly")
+        peer.addTransceiver("audio", direction="recvonly")
+        await peer.setLocalDescription(await peer.createOffer())
+        answer = await hub.answer(entry, peer.localDescription.sdp, "offer")
+        await peer.setRemoteDescription(RTCSessionDescription(**answer))
+        hub.push(entry, _speech(media).tobytes())
+        deadline = time.monotonic() + 120
+        while entry.sent < 40:  # frames flow to the peer (the driver runs)
+            assert time.monotonic() < deadline, entry.sent
+            await asyncio.sleep(0.1)
+        refs = [weakref.ref(thing) for thing in (entry.session, presenter, presenter.frames[0], entry.pc, entry.video, entry.audio)]
+        session_id = entry.id
+        del entry, presenter
+        await hub.end(session_id, reason="test")
+        await peer.close()
+        await asyncio.sleep(1.0)  # cancelled tasks unwind; a frame in the worker thread finishes
+        gc.collect()
+        return hub, refs
+
+    hub, refs = asyncio.run(scenario())
+    assert not hub.sessions
+    assert [ref() is None for ref in refs] == [True] * len(refs)

@@ -86,7 +86,7 @@ def test_a_live_session_streams_the_presenter_and_speaks_what_is_pushed(service,
     assert len(video) >= 0.5 * 25 * seconds, len(video)  # frames arrive (decoded VP8) at about real time
     assert out["received"]["audio"] > 0.5 * 48000 * seconds * 0.5  # Opus audio came back too
     assert state["frames_generated"] >= 10 and state["triton_errors"] == 0, state  # the speech made a mouth
-    assert state["frames_sent"] >= len(video) and state["frames_late"] <= 0.2 * state["frames_sent"], state
+    assert state["frames_sent"] >= len(video), state  # (late frames are a speed figure: BENCHMARKS.md, not asserted here)
     deadline = time.monotonic() + 30  # the peer hung up: the session ends and frees what it held
     while httpx.get(f"{service.base}{session['links']['self']}", headers=ACME).status_code != 404:
         assert time.monotonic() < deadline
@@ -172,13 +172,16 @@ def test_the_live_page_in_chromium_with_a_fake_microphone(service, media, tmp_pa
 
 
 def test_perf_live_measures_onset_latency_from_outside(service, tmp_path):
-    """`lipsync perf live` end to end on one session and one onset (the figures are in BENCHMARKS.md)."""
+    """`lipsync perf live` end to end on one session and one onset: latency, the server's part and the
+    A/V offset at the receiver (the figures are in BENCHMARKS.md)."""
     from lipsync_triton.perf.live_bench import run_live_bench
 
     report = run_live_bench(service.base, "key-acme", tmp_path, sessions=1, onsets=1, size="320x192")
     row = report["rows"][0]
     assert row["onsets"] == 1 and row["missed"] == 0 and row["latency_p50_ms"] > 200, row  # Wav2Lip's look-ahead is the floor
     assert row["server_p50_ms"] is not None and row["server_p50_ms"] < row["latency_p50_ms"], row
+    assert row["av_offset_start_ms"] is not None and abs(row["av_offset_start_ms"]) < 1000, row  # heard and seen: this burst's
+    assert row["av_drift_ms"] == 0.0, row  # one burst: its start is its end
     assert (tmp_path / "live_bench.json").is_file()
 
 
