@@ -16,6 +16,16 @@ delayed by LOOKAHEAD / fps. Silence is not sent to Triton: the presenter idles o
 played forwards then backwards (no jump at the seam). `interrupt()` drops queued speech and what
 is in flight: the next frame is the presenter's own.
 
+A CPU that cannot run Wav2Lip 25 times a second (2 AVX2 cores manage about 20) must not make the
+whole stream late: at most `max_in_flight` requests run at once (a speaking slot that finds them
+busy gets no request of its own), and `next_frame(deadline=...)` waits for a mouth only until the
+slot is due. A speaking slot without its mouth holds the last one (counted in `frames_held`), so
+the video stays in real time and aligned with its audio, and the lips update as often as the
+machine allows. Mouths that keep missing their slots (3 within two look-aheads; one hiccup does
+not count) deepen the look-ahead by one slot, up to `max_extra_delay_s`: Wav2Lip gets that much
+longer per request, and the output delay settles where the machine keeps up (the slots taken in
+for it are silence when no speech is queued, so the step is not seen).
+
 Voice activity is a per-slot energy gate (RMS above `vad_db`, default -45 dBFS, with a short hang
 time): TTS output and close microphones have clean silence between phrases, the gate costs
 microseconds per slot, and a mouth that moves on a breath costs nothing worse than a soft blend.
@@ -23,8 +33,11 @@ microseconds per slot, and a mouth that moves on a breath costs nothing worse th
 from __future__ import annotations
 
 import collections
+import math
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +60,7 @@ LIVE_PRIORITY = 1  # Triton's highest request priority: batch jobs (default leve
 # (16 mel steps + the STFT's half window: ~0.225 s at 25 fps = 6 slots) before Wav2Lip can run.
 LOOKAHEAD_S = (MEL_WINDOW * HOP + 400) / SAMPLE_RATE
 FADE_SLOTS = 3  # idle <-> speaking cross-fade, in frames
+MISSES_TO_DEEPEN = 3  # mouths missing their slots within two look-aheads before the look-ahead deepens
 HANG_SLOTS = 4  # a speaking gate stays open this many slots after the energy drops (no flicker between words)
 
 
@@ -112,12 +126,15 @@ class LiveSession:
     (push_pcm / interrupt) and one puller; `close()` releases the Triton requests in flight."""
 
     def __init__(self, presenter: LivePresenter, pool: TritonPool, fps: float = 25.0, vad_db: float = -45.0,
-                 max_queued_s: float = 600.0):
+                 max_queued_s: float = 600.0, max_in_flight: int = 3, max_extra_delay_s: float = 0.6):
         self.presenter, self.pool, self.fps = presenter, pool, fps
         self.samples_per_slot = int(round(SAMPLE_RATE / fps))
         if self.samples_per_slot * fps != SAMPLE_RATE:
             raise LipsyncError(f"live fps must divide {SAMPLE_RATE} samples per second evenly (25, 20, 16...), got {fps}")
         self.lookahead = int(np.ceil(LOOKAHEAD_S * fps)) + 1
+        self.extra_slots = 0  # look-ahead added after mouths missed their slots
+        self.max_extra_slots = int(round(max_extra_delay_s * fps))
+        self._misses: collections.deque[int] = collections.deque()  # recent slots whose mouth missed its slot
         self.vad_threshold = 32768.0 * 10 ** (vad_db / 20)
         self.max_queued = int(max_queued_s * SAMPLE_RATE)
         self._lock = threading.Lock()
@@ -133,9 +150,11 @@ class LiveSession:
         self._fade = 0.0
         self._last_mouth: np.ndarray | None = None
         self._pending: dict[int, Future] = {}
-        self._requests = ThreadPoolExecutor(4, thread_name_prefix="live-wav2lip")
+        self.max_in_flight = max_in_flight
+        self._requests = ThreadPoolExecutor(max_in_flight, thread_name_prefix="live-wav2lip")
         self._closed = False
         self.frames_generated = 0
+        self.frames_held = 0  # speaking slots shown with the previous mouth (Wav2Lip busy or its answer late)
         self.triton_errors = 0
 
     # -- input ------------------------------------------------------------------------------------
@@ -181,12 +200,13 @@ class LiveSession:
 
     # -- output -----------------------------------------------------------------------------------
 
-    def next_frame(self) -> LiveFrame:
-        """The next slot's frame and audio (blocks only while its Wav2Lip request is in flight)."""
+    def next_frame(self, deadline: float | None = None) -> LiveFrame:
+        """The next slot's frame and audio. Blocks only while its Wav2Lip request is in flight, and
+        with a `deadline` (time.monotonic()) no longer than until then: a late mouth is dropped."""
         if self._closed:
             raise LipsyncError("the live session is closed")
         with self._lock:
-            while self._intake <= self._out + self.lookahead:
+            while self._intake <= self._out + self.lookahead + self.extra_slots:
                 self._take_slot()
             slot = self._out
             self._out += 1
@@ -197,7 +217,10 @@ class LiveSession:
         generated = None
         if future is not None:
             try:
-                generated = future.result()
+                generated = future.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:  # the slot is due: show it now with the last mouth; the answer is not waited for
+                future.cancel()
+                self._deepen(slot)
             except Exception as exc:  # Triton down or restarting: idle on the presenter, try again next slot
                 self.triton_errors += 1
                 if self.triton_errors in (1, 10, 100) or self.triton_errors % 1000 == 0:
@@ -207,6 +230,8 @@ class LiveSession:
         if generated is not None:
             self._fade, self._last_mouth = min(1.0, self._fade + step), generated
             self.frames_generated += 1
+        elif speaking and self._last_mouth is not None and self._fade > 0:
+            self.frames_held += 1  # mid-speech without a mouth of its own: hold the last one
         else:
             self._fade = max(0.0, self._fade - step)
         index = self.presenter.pingpong(slot)
@@ -258,14 +283,49 @@ class LiveSession:
         for i in range(columns.shape[1]):
             self._mel_cols[self._mel_next + i] = columns[:, i]
         self._mel_next += columns.shape[1]
-        # every slot whose window is now complete and whose audio is speech goes to Triton
-        for s in range(max(self._out, slot - self.lookahead), slot + 1):
+        # every slot whose window is now complete and whose audio is speech goes to Triton, while
+        # fewer than max_in_flight requests run (a slot skipped now is tried again at the next slot)
+        for s in range(max(self._out, slot - self.lookahead - self.extra_slots), slot + 1):
             start = self._mel_start(s)
             if s in self._pending or s not in self._slots or not self._slots[s][1] or start + MEL_WINDOW > self._mel_next:
                 continue
+            if sum(not f.done() for f in self._pending.values()) >= self.max_in_flight:
+                break
             mel = np.stack([self._mel_cols[c] for c in range(start, start + MEL_WINDOW)], axis=1)
             face = self.presenter.crops[self.presenter.pingpong(s)]
             self._pending[s] = self._requests.submit(self._infer, mel, face)
+
+    def calibrate(self) -> float:
+        """One Wav2Lip request now (a silent window, the presenter's first crop), timed: the starting
+        look-ahead gives a request twice that, so a slow machine's first mouths are not all late
+        (and the model path is warm). Returns the seconds it took (0 if Triton did not answer)."""
+        start = time.monotonic()
+        try:
+            self._infer(np.zeros((80, MEL_WINDOW), np.float32), self.presenter.crops[0])
+        except Exception as exc:  # Triton down: start at the plain look-ahead; misses deepen it later
+            log.event("live_calibration_failed", error=str(exc).splitlines()[0][:200])
+            return 0.0
+        took = time.monotonic() - start
+        budget = self.lookahead - LOOKAHEAD_S * self.fps  # slots a request has without extra look-ahead
+        self.extra_slots = min(self.max_extra_slots, max(0, math.ceil(2 * took * self.fps - budget)))
+        return took
+
+    def _deepen(self, slot: int) -> None:
+        """A mouth missed its slot: with MISSES_TO_DEEPEN of them within two look-aheads, one slot more
+        look-ahead (up to max_extra_slots); the count starts again, as the step shows only a
+        look-ahead later."""
+        self._misses.append(slot)
+        while self._misses and self._misses[0] < slot - 2 * self.lookahead:
+            self._misses.popleft()
+        if len(self._misses) >= MISSES_TO_DEEPEN and self.extra_slots < self.max_extra_slots:
+            self.extra_slots += 1
+            self._misses.clear()
+            log.event("live_lookahead_deepened", delay_ms=round(1000 * self.delay_slots / self.fps))
+
+    @property
+    def delay_slots(self) -> int:
+        """Slots from a sample entering to its frame leaving (the output delay)."""
+        return self.lookahead + self.extra_slots
 
     def _mel_start(self, slot: int) -> int:
         return int(slot * MEL_FRAMES_PER_SECOND / self.fps)

@@ -89,7 +89,8 @@ async def _session(api: str, key: str | None, face: Path, speech: np.ndarray, on
         await pc.close()
         await http.delete(session["links"]["self"])
     return {"latencies_ms": latencies, "server_ms": state.get("onset_latency_ms", []), "frames_sent": state["frames_sent"],
-            "frames_late": state["frames_late"], "frames_received": len(frames), "av_offsets_ms": offsets}
+            "frames_late": state["frames_late"], "frames_held": state.get("frames_held", 0), "delay_ms": state.get("delay_ms"),
+            "frames_generated": state.get("frames_generated", 0), "frames_received": len(frames), "av_offsets_ms": offsets}
 
 
 def _drift(offsets: list[float | None]) -> dict:
@@ -130,6 +131,8 @@ def run_live_bench(api: str, key: str | None, out: Path, sessions: int = 1, onse
                "latency_p50_ms": _pct(client, 0.5), "latency_p95_ms": _pct(client, 0.95),
                "server_p50_ms": _pct(server, 0.5), "server_p95_ms": _pct(server, 0.95),
                "frames_sent": sum(r["frames_sent"] for r in results), "frames_late": sum(r["frames_late"] for r in results),
+               "frames_generated": sum(r["frames_generated"] for r in results), "frames_held": sum(r["frames_held"] for r in results),
+               "delay_ms": max((r["delay_ms"] or 0) for r in results),
                **_drift(results[0]["av_offsets_ms"])}
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import fractions
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -111,6 +112,9 @@ class LiveHub:
                              "end one (DELETE) first", 429)
         entry = LiveEntry(new_id(), tenant, LiveSession(presenter, pool, fps=self.settings.live_fps))
         self.sessions[entry.id] = entry
+        took = await asyncio.get_running_loop().run_in_executor(None, entry.session.calibrate)
+        log.event("live_session_calibrated", session=entry.id, wav2lip_ms=round(1000 * took),
+                  delay_ms=round(1000 * entry.session.delay_slots / entry.session.fps))
         if self._reaper is None or self._reaper.done():
             self._reaper = asyncio.get_running_loop().create_task(self._reap())
         log.event("live_session_started", session=entry.id, tenant=tenant)
@@ -176,11 +180,13 @@ class LiveHub:
             await self.end(session_id, reason="server stopping")
 
     async def _drive(self, entry: LiveEntry) -> None:
-        """One frame per slot at real time; a slot that is late is sent at once (and counted)."""
+        """One frame per slot at real time; a slot that is late is sent at once (and counted). A
+        mouth that Wav2Lip has not finished when its slot is due is not waited for (LiveSession)."""
         loop = asyncio.get_running_loop()
-        fps, start = entry.session.fps, time.monotonic()
+        fps, start, upcoming = entry.session.fps, time.monotonic(), 0
         while True:
-            frame = await loop.run_in_executor(None, entry.session.next_frame)
+            frame = await loop.run_in_executor(None, functools.partial(entry.session.next_frame, deadline=start + upcoming / fps))
+            upcoming = frame.index + 1
             due = start + frame.index / fps
             wait = due - time.monotonic()
             if wait > 0:

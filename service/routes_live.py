@@ -70,6 +70,7 @@ async def create_session(svc: Svc, who: Tenant, live: Hub,
     base = f"/v1/live/sessions/{entry.id}"
     return JSONResponse({"id": entry.id, "fps": entry.session.fps, "ice_servers": live.ice_servers(),
                          "lookahead_ms": round(1000 * entry.session.lookahead / entry.session.fps),
+                         "delay_ms": round(1000 * entry.session.delay_slots / entry.session.fps),
                          "links": {"self": base, "offer": f"{base}/offer", "audio": f"{base}/audio"}}, status_code=201)
 
 
@@ -88,6 +89,7 @@ async def get_session(session_id: str, who: Tenant, live: Hub):
     entry = live.get(who, session_id)
     return {"id": entry.id, "connected": entry.pc is not None and entry.pc.connectionState == "connected",
             "frames_sent": entry.sent, "frames_late": entry.late, "frames_generated": entry.session.frames_generated,
+            "frames_held": entry.session.frames_held, "delay_ms": round(1000 * entry.session.delay_slots / entry.session.fps),
             "queued_speech_s": round(entry.session.queued_seconds, 3), "triton_errors": entry.session.triton_errors,
             "onset_latency_ms": list(entry.latencies_ms)}
 

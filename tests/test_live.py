@@ -78,6 +78,36 @@ def test_an_interrupt_returns_to_idle_at_once_and_close_releases_the_session(pre
     assert not session._pending and not session._slots and not session._queued
 
 
+
+def test_a_session_wav2lip_cannot_keep_up_with_holds_mouths_and_never_waits_past_a_slot(presenter, triton, media):
+    """A CPU slower than 25 Wav2Lip runs a second (2 AVX2 cores) must not make the stream late: with
+    every slot already due, next_frame does not wait for a mouth, at most max_in_flight requests
+    run, a speaking slot without its mouth holds the last one, repeated misses deepen the look-ahead
+    (boundedly), and the audio is all there in order."""
+    import time
+
+    session = LiveSession(presenter, TritonPool(triton.grpc_url, retry_seconds=0, priority=1), max_in_flight=1)
+    try:
+        speech = _speech(media)
+        pushed = np.concatenate([speech, speech])
+        session.push_pcm(pushed.tobytes())
+        frames = []
+        while not any(f.generated >= 1.0 for f in frames):  # a first mouth, waited for (deadline None)
+            frames.append(session.next_frame())
+            assert len(frames) < 60
+        for _ in range(40):  # from here every slot is due when asked for: nothing is waited for
+            frames.append(session.next_frame(deadline=time.monotonic() - 1.0))
+            assert sum(not f.done() for f in session._pending.values()) <= 1
+        held = [f for f in frames[-40:] if f.speaking and f.generated > 0]
+        assert session.frames_held > 0 and len(held) >= session.frames_held  # mouths held, not dropped to the presenter
+        assert 0 < session.extra_slots <= session.max_extra_slots  # repeated misses gave Wav2Lip a deeper look-ahead
+        assert session.delay_slots == session.lookahead + session.extra_slots
+        audio = np.concatenate([f.audio for f in frames])
+        assert np.array_equal(audio, pushed[:len(audio)])  # the speech itself is never skipped
+        assert [f.index for f in frames] == list(range(len(frames)))
+    finally:
+        session.close()
+
 def test_triton_killed_during_a_session_idles_it_and_lips_resume_when_it_is_back(exported_repo, media, tmp_path):
     import time
 
