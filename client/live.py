@@ -24,7 +24,9 @@ the video stays in real time and aligned with its audio, and the lips update as 
 machine allows. Mouths that keep missing their slots (3 within two look-aheads; one hiccup does
 not count) deepen the look-ahead by one slot, up to `max_extra_delay_s`: Wav2Lip gets that much
 longer per request, and the output delay settles where the machine keeps up (the slots taken in
-for it are silence when no speech is queued, so the step is not seen).
+for it are silence when no speech is queued, so the step is not seen). Past that, only every
+`stride`-th speaking slot (up to MAX_STRIDE) gets a mouth of its own: no request is made that
+would come too late, and the lips move at 25 / stride mouths a second.
 
 Voice activity is a per-slot energy gate (RMS above `vad_db`, default -45 dBFS, with a short hang
 time): TTS output and close microphones have clean silence between phrases, the gate costs
@@ -60,6 +62,7 @@ LIVE_PRIORITY = 1  # Triton's highest request priority: batch jobs (default leve
 # (16 mel steps + the STFT's half window: ~0.225 s at 25 fps = 6 slots) before Wav2Lip can run.
 LOOKAHEAD_S = (MEL_WINDOW * HOP + 400) / SAMPLE_RATE
 FADE_SLOTS = 3  # idle <-> speaking cross-fade, in frames
+MAX_STRIDE = 3  # at worst every third speaking slot gets its own mouth (8 a second at 25 fps)
 MISSES_TO_DEEPEN = 3  # mouths missing their slots within two look-aheads before the look-ahead deepens
 HANG_SLOTS = 4  # a speaking gate stays open this many slots after the energy drops (no flicker between words)
 
@@ -134,6 +137,7 @@ class LiveSession:
         self.lookahead = int(np.ceil(LOOKAHEAD_S * fps)) + 1
         self.extra_slots = 0  # look-ahead added after mouths missed their slots
         self.max_extra_slots = int(round(max_extra_delay_s * fps))
+        self.stride = 1  # every stride-th speaking slot is sent to Wav2Lip
         self._misses: collections.deque[int] = collections.deque()  # recent slots whose mouth missed its slot
         self.vad_threshold = 32768.0 * 10 ** (vad_db / 20)
         self.max_queued = int(max_queued_s * SAMPLE_RATE)
@@ -289,6 +293,8 @@ class LiveSession:
             start = self._mel_start(s)
             if s in self._pending or s not in self._slots or not self._slots[s][1] or start + MEL_WINDOW > self._mel_next:
                 continue
+            if s % self.stride:
+                continue  # shown with the mouth before it
             if sum(not f.done() for f in self._pending.values()) >= self.max_in_flight:
                 break
             mel = np.stack([self._mel_cols[c] for c in range(start, start + MEL_WINDOW)], axis=1)
@@ -312,15 +318,21 @@ class LiveSession:
 
     def _deepen(self, slot: int) -> None:
         """A mouth missed its slot: with MISSES_TO_DEEPEN of them within two look-aheads, one slot more
-        look-ahead (up to max_extra_slots); the count starts again, as the step shows only a
-        look-ahead later."""
+        look-ahead (up to max_extra_slots), then a longer stride (up to MAX_STRIDE); the count starts
+        again, as a step shows only a look-ahead later."""
         self._misses.append(slot)
         while self._misses and self._misses[0] < slot - 2 * self.lookahead:
             self._misses.popleft()
-        if len(self._misses) >= MISSES_TO_DEEPEN and self.extra_slots < self.max_extra_slots:
+        if len(self._misses) < MISSES_TO_DEEPEN:
+            return
+        self._misses.clear()
+        if self.extra_slots < self.max_extra_slots:
             self.extra_slots += 1
-            self._misses.clear()
-            log.event("live_lookahead_deepened", delay_ms=round(1000 * self.delay_slots / self.fps))
+        elif self.stride < MAX_STRIDE:
+            self.stride += 1
+        else:
+            return
+        log.event("live_lookahead_deepened", delay_ms=round(1000 * self.delay_slots / self.fps), stride=self.stride)
 
     @property
     def delay_slots(self) -> int:
