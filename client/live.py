@@ -16,7 +16,7 @@ delayed by LOOKAHEAD / fps. Silence is not sent to Triton: the presenter idles o
 played forwards then backwards (no jump at the seam). `interrupt()` drops queued speech and what
 is in flight: the next frame is the presenter's own.
 
-A CPU that cannot run Wav2Lip 25 times a second (2 AVX2 cores manage about 20) must not make the
+A CPU that cannot run Wav2Lip 25 times a second (2 AVX2 cores manage 9-14) must not make the
 whole stream late: at most `max_in_flight` requests run at once (a speaking slot that finds them
 busy gets no request of its own), and `next_frame(deadline=...)` waits for a mouth only until the
 slot is due. A speaking slot without its mouth holds the last one (counted in `frames_held`), so
@@ -49,7 +49,7 @@ from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.preprocessing.crops import crop_face_i420, paste_face_i420
 from lipsync_triton.preprocessing.faces import FaceSelector
-from lipsync_triton.preprocessing.mel import HOP, MEL_FRAMES_PER_SECOND, MEL_WINDOW, SAMPLE_RATE, MelStream
+from lipsync_triton.preprocessing.mel import HOP, MEL_FRAMES_PER_SECOND, MEL_WINDOW, N_MELS, SAMPLE_RATE, MelStream
 from lipsync_triton.preprocessing.video import FrameSource, FrameTransform
 from .generate import track_boxes
 from .in_flight import JobCancel
@@ -307,7 +307,7 @@ class LiveSession:
         (and the model path is warm). Returns the seconds it took (0 if Triton did not answer)."""
         start = time.monotonic()
         try:
-            self._infer(np.zeros((80, MEL_WINDOW), np.float32), self.presenter.crops[0])
+            self._infer(np.zeros((N_MELS, MEL_WINDOW), np.float32), self.presenter.crops[0])
         except Exception as exc:  # Triton down: start at the plain look-ahead; misses deepen it later
             log.event("live_calibration_failed", error=str(exc).splitlines()[0][:200])
             return 0.0

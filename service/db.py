@@ -157,16 +157,15 @@ def tenant_admission(session: Session, tenant: str) -> Iterator[None]:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         process_lock = contextlib.nullcontext()
+        take = text("SELECT pg_advisory_xact_lock(hashtext(:key))").bindparams(key=f"lipsync-admit:{tenant}")
     elif dialect == "sqlite":
         process_lock = _SQLITE_WRITERS.setdefault(str(session.get_bind().url), threading.Lock())
+        take = text("UPDATE batches SET tenant = tenant WHERE 1 = 0")
     else:
         raise NotImplementedError(f"no admission lock for {dialect}; use PostgreSQL or SQLite")
     with process_lock:
         try:
-            if dialect == "postgresql":
-                session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"lipsync-admit:{tenant}"})
-            else:
-                session.execute(text("UPDATE batches SET tenant = tenant WHERE 1 = 0"))
+            session.execute(take)
             yield
         except BaseException:
             session.rollback()
