@@ -1,8 +1,10 @@
 """The REST API (FastAPI; OpenAPI at /docs): one router per resource (routes_jobs, routes_batches,
 routes_health), what they depend on in deps.py, and the web UI at /ui.
 
-Every endpoint is a plain `def` (FastAPI runs it in its thread pool: database, storage and ffprobe
-calls block). Every lookup is scoped to the caller's tenant; another tenant's id answers 404."""
+Endpoints are plain `def`s (FastAPI runs them in its thread pool: database and storage calls
+block), except the submit, the hot path under a burst: it parses its form on the event loop and
+makes one hop to the pool for all its blocking work. Every lookup is scoped to the caller's
+tenant; another tenant's id answers 404."""
 from __future__ import annotations
 
 from fastapi import FastAPI, Request

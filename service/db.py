@@ -165,7 +165,7 @@ def tenant_admission(session: Session, tenant: str) -> Iterator[None]:
         raise NotImplementedError(f"no admission lock for {dialect}; use PostgreSQL or SQLite")
     with process_lock:
         try:
-            session.execute(take)
+            session.connection().execute(take)  # Core, not the ORM's execute: a statement without entities
             yield
         except BaseException:
             session.rollback()
@@ -208,7 +208,8 @@ def new_session(url: str) -> Session:
 def end_session(session: Session, succeeded: bool) -> None:
     """Commit (or, after an error, roll back) and close: the end of `session_scope`."""
     try:
-        session.commit() if succeeded else session.rollback()
+        if session.in_transaction():  # a commit outside one would begin one only to end it
+            session.commit() if succeeded else session.rollback()
     finally:
         session.close()
 

@@ -8,7 +8,8 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, AsyncIterator
+from contextlib import contextmanager
+from typing import Annotated, AsyncIterator, Iterator
 
 from fastapi import Depends, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -76,16 +77,37 @@ async def session(svc: Annotated[Service, Depends(service)]) -> AsyncIterator[Se
 
 async def workdir(svc: Annotated[Service, Depends(service)]) -> AsyncIterator[Path]:
     """A folder for this request's uploads, removed when the answer has been sent."""
-    base = svc.settings.data_dir / "tmp"
-    base.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="request-", dir=base))
+    path = _new_request_folder(svc.settings)
     try:
         yield path
     finally:
-        try:
-            path.rmdir()  # usually empty: uploads were moved into storage
-        except OSError:
+        if not _removed_if_empty(path):
             await run_in_threadpool(shutil.rmtree, path, True)
+
+
+@contextmanager
+def request_folder(settings: Settings) -> Iterator[Path]:
+    """`workdir` for code already in the thread pool."""
+    path = _new_request_folder(settings)
+    try:
+        yield path
+    finally:
+        if not _removed_if_empty(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _removed_if_empty(path: Path) -> bool:
+    try:
+        path.rmdir()  # usually empty: uploads were moved into storage
+        return True
+    except OSError:
+        return False
+
+
+def _new_request_folder(settings: Settings) -> Path:
+    base = settings.data_dir / "tmp"
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="request-", dir=base))
 
 
 Svc = Annotated[Service, Depends(service)]

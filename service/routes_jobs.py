@@ -1,73 +1,116 @@
 """/v1/jobs: submit one job, list, look at, download, cancel and delete the tenant's jobs."""
 from __future__ import annotations
 
-import inspect
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Query, UploadFile
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from sqlalchemy import func, select
+from starlette.datastructures import UploadFile
 
 from lipsync_triton import log
 from lipsync_triton.client.options import job_options
 from . import storage_keys as keys
-from .db import Job, JobStatus
-from .deps import DB, Svc, Tenant, Work
+from .db import Job, JobStatus, session_scope
+from .deps import DB, Service, Svc, Tenant, request_folder
 from .job_options import OPTION_NAMES, JobOptions
 from lipsync_triton.tracing import valid_traceparent
 from .jobs import (InputError, admit, check_idempotency_key, display_name, job_for_key, job_view, new_job,
                    request_cancel, tenant_job)
 from .presenters import tenant_presenter, usable
-from .uploads import enqueue, fetch_url, only_fields, save
+from .uploads import enqueue, fetch_url, refuse_unknown_fields, save
 from .webhooks import check_webhook
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-def with_option_fields(endpoint):
-    """One optional form field per job option (client/options.py), added to the endpoint's signature:
-    FastAPI reads the fields (and documents them) from it, and passes them as keyword arguments."""
-    signature = inspect.signature(endpoint)
-    params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    params += [inspect.Parameter(d.name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                 annotation=Annotated[str | None, Form(description=d.spec.help)]) for d in job_options()]
-    endpoint.__signature__ = signature.replace(parameters=params)
-    return endpoint
+FILE_FIELDS = {"face": "presenter video or photo", "audio": "speech (any audio or video file)"}
+TEXT_FIELDS = {"face_url": "a file under your tenant's prefix of the service's storage, instead of face",
+               "audio_url": "a file under your tenant's prefix of the service's storage, instead of audio",
+               "presenter_id": "a registered presenter (POST /v1/presenters) instead of face",
+               "webhook_url": "called when the job ends (signed: see the README)"}
+KNOWN_FIELDS = frozenset((*FILE_FIELDS, *TEXT_FIELDS, *OPTION_NAMES))
 
 
-@router.post("", status_code=202, summary="Submit one job: presenter video/photo + speech",
-             dependencies=[only_fields("face", "audio", "face_url", "audio_url", "presenter_id", "webhook_url", *OPTION_NAMES)])
-@with_option_fields
-def submit_job(svc: Svc, who: Tenant, db: DB, work: Work,
-               face: Annotated[UploadFile | None, File(description="presenter video or photo")] = None,
-               audio: Annotated[UploadFile | None, File(description="speech (any audio or video file)")] = None,
-               face_url: Annotated[str | None, Form()] = None, audio_url: Annotated[str | None, Form()] = None,
-               presenter_id: Annotated[str | None, Form(description="a registered presenter (POST /v1/presenters) instead of face")] = None,
-               webhook_url: Annotated[str | None, Form()] = None,
-               idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description=(
-                   "a key of yours (a UUID) naming this submission: a retry with the same key returns the first job "
-                   "instead of making a second"))] = None,
-               traceparent: Annotated[str | None, Header(description="W3C trace context: Triton's spans join this trace")] = None,
-               **option_fields: str | None):
+@dataclass(frozen=True)
+class Submission:
+    """A submit's form, read once: its uploads, the text fields and the parsed job options."""
+
+    files: dict[str, UploadFile]
+    text: dict[str, str]
+    options: JobOptions
+
+
+async def submission(request: Request, _: Tenant) -> Submission:
+    """The form of POST /v1/jobs, parsed and checked in one pass (after the key check: strangers
+    learn nothing). Unknown fields are refused rather than dropped: a misspelt option such as
+    `pad=1` would otherwise run the job without it. One dependency instead of a FastAPI parameter
+    per field: FastAPI inspects every declared form field's annotation on every request, which made
+    up a fifth of a submit's CPU (perf/BENCHMARKS.md, submit latency)."""
+    form = await request.form()
+    refuse_unknown_fields(form.keys(), KNOWN_FIELDS)
+    files: dict[str, UploadFile] = {}
+    text: dict[str, str] = {}
+    for name, value in form.multi_items():
+        if (name in files or name in text) and value not in (None, ""):
+            raise InputError(f"field {name!r} given twice; send it once", 422)
+        if name in FILE_FIELDS:
+            if not isinstance(value, UploadFile):
+                raise InputError(f"field {name!r} must be a file upload", 422)
+            files[name] = value
+        elif isinstance(value, UploadFile):
+            raise InputError(f"field {name!r} must be text, not a file", 422)
+        elif value != "":
+            text[name] = value
+    options = JobOptions.parse({k: v for k, v in text.items() if k in OPTION_NAMES})
+    return Submission(files, {k: v for k, v in text.items() if k in TEXT_FIELDS}, options)
+
+
+def _form_schema() -> dict:
+    """The OpenAPI description of the submit form (what /docs shows and schemathesis sends), from
+    the same declarations `submission` reads."""
+    properties = {name: {"type": "string", "contentMediaType": "application/octet-stream", "description": help}
+                  for name, help in FILE_FIELDS.items()}
+    properties |= {name: {"type": "string", "description": help} for name, help in TEXT_FIELDS.items()}
+    properties |= {d.name: {"type": "string", "description": d.spec.help} for d in job_options()}
+    return {"requestBody": {"content": {"multipart/form-data": {"schema": {
+        "title": "SubmitJobForm", "type": "object", "properties": properties, "additionalProperties": False}}}}}
+
+
+@router.post("", status_code=202, summary="Submit one job: presenter video/photo + speech", openapi_extra=_form_schema())
+async def submit_job(svc: Svc, who: Tenant, form: Annotated[Submission, Depends(submission)],
+                     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description=(
+                         "a key of yours (a UUID) naming this submission: a retry with the same key returns the first job "
+                         "instead of making a second"))] = None,
+                     traceparent: Annotated[str | None, Header(description="W3C trace context: Triton's spans join this trace")] = None):
     key = check_idempotency_key(idempotency_key)
-    if (earlier := job_for_key(db, who, key)) is not None:
-        return _accepted(earlier, replayed=True)
-    options = JobOptions.parse(option_fields)
-    hook = check_webhook(webhook_url, svc.settings)
-    if presenter_id and (face or face_url):
-        raise InputError("send a face (file or face_url) or a presenter_id, not both")
-    presenter = usable(tenant_presenter(db, who, presenter_id)) if presenter_id else None
-    face_path = save(face, work / "face") if face else fetch_url(svc, face_url, who, work / "face") if face_url else None
-    audio_path = save(audio, work / "audio") if audio else fetch_url(svc, audio_url, who, work / "audio") if audio_url else None
-    if (face_path is None and presenter is None) or audio_path is None:
-        raise InputError("send both a face (file, face_url or presenter_id) and an audio (file or audio_url)")
-    name = presenter.name if presenter else display_name(face.filename if face else face_url, "presenter")
-    job = new_job(db, svc.storage, svc.settings, who, presenter or face_path, audio_path, options, name, webhook_url=hook,
-                  traceparent=valid_traceparent(traceparent), idempotency_key=key, move_inputs=True)
-    if (earlier := admit(db, svc.storage, svc.settings, who, [job])) is not None:
-        return _accepted(earlier, replayed=True)  # a concurrent retry with the same key won
-    enqueue(svc, [job])
-    return _accepted(job)
+    # Storage, the database, the queue and the webhook's name lookup block: one hop to the thread pool for all of them.
+    return await run_in_threadpool(_submit, svc, who, form, key, valid_traceparent(traceparent))
+
+
+def _submit(svc: Service, who: str, form: Submission, key: str | None, traceparent: str | None) -> JSONResponse:
+    hook = check_webhook(form.text.get("webhook_url"), svc.settings)
+    face, audio = form.files.get("face"), form.files.get("audio")
+    face_url, audio_url, presenter_id = (form.text.get(k) for k in ("face_url", "audio_url", "presenter_id"))
+    with session_scope(svc.settings.database) as db, request_folder(svc.settings) as work:
+        if (earlier := job_for_key(db, who, key)) is not None:
+            return _accepted(earlier, replayed=True)
+        if presenter_id and (face or face_url):
+            raise InputError("send a face (file or face_url) or a presenter_id, not both")
+        presenter = usable(tenant_presenter(db, who, presenter_id)) if presenter_id else None
+        face_path = save(face, work / "face") if face else fetch_url(svc, face_url, who, work / "face") if face_url else None
+        audio_path = save(audio, work / "audio") if audio else fetch_url(svc, audio_url, who, work / "audio") if audio_url else None
+        if (face_path is None and presenter is None) or audio_path is None:
+            raise InputError("send both a face (file, face_url or presenter_id) and an audio (file or audio_url)")
+        name = presenter.name if presenter else display_name(face.filename if face else face_url, "presenter")
+        job = new_job(db, svc.storage, svc.settings, who, presenter or face_path, audio_path, form.options, name,
+                      webhook_url=hook, traceparent=traceparent, idempotency_key=key, move_inputs=True)
+        if (earlier := admit(db, svc.storage, svc.settings, who, [job])) is not None:
+            return _accepted(earlier, replayed=True)  # a concurrent retry with the same key won
+        enqueue(svc, [job])
+        return _accepted(job)
 
 
 def _accepted(job: Job, replayed: bool = False) -> JSONResponse:

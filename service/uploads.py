@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Iterable
 
 from fastapi import Depends, Request, UploadFile
 
@@ -17,16 +18,20 @@ from .jobs import InputError
 def only_fields(*names: str):
     """A dependency refusing form fields the endpoint does not know (a misspelt option such as
     `pad=1` would otherwise be dropped silently and the job run without it)."""
-    known = set(names)
+    known = frozenset(names)
 
     async def check(request: Request, _: Tenant) -> None:  # after the key check: strangers learn nothing
-        if not request.headers.get("content-type", "").startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-            return
-        unknown = sorted(set((await request.form()).keys()) - known)  # parsed once: FastAPI reuses it
-        if unknown:
-            raise InputError(f"unknown field {unknown[0]!r}; known fields: {', '.join(sorted(known))}", 422)
+        if request.headers.get("content-type", "").startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            refuse_unknown_fields((await request.form()).keys(), known)  # parsed once: FastAPI reuses it
 
     return Depends(check)
+
+
+def refuse_unknown_fields(names: Iterable[str], known: frozenset[str]) -> None:
+    """A 422 naming the first field the endpoint does not know, and the ones it does."""
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise InputError(f"unknown field {unknown[0]!r}; known fields: {', '.join(sorted(known))}", 422)
 
 
 def save(upload: UploadFile, target: Path) -> Path:

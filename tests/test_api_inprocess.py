@@ -194,3 +194,46 @@ def test_the_web_uis_idle_queue_does_not_wake_the_api_every_millisecond(tmp_path
     ui = build_ui("http://127.0.0.1:9", SignIns(Tenants(Settings(data_dir=tmp_path, local_only=True))))
     assert ui._queue.sleep_when_free >= QUEUE_IDLE_POLL_S >= 0.01
     assert ui._queue.progress_update_sleep_when_free >= 0.1
+
+
+def test_the_submit_forms_documented_fields_are_the_ones_it_accepts(api, media):
+    """The form's OpenAPI description is declared beside the code that reads it: every documented
+    field is accepted, anything else is refused, and a field's kind (file or text) is checked."""
+    schema = api.get("/openapi.json").json()["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    documented = schema["properties"]
+    assert {"face", "audio", "face_url", "audio_url", "presenter_id", "webhook_url", "pads"} <= set(documented)
+    for name in documented:
+        answer = api.post("/v1/jobs", headers=ACME, data={name: "x"})
+        assert "unknown field" not in answer.text, name
+    with open(media["speech"], "rb") as audio:
+        as_file = api.post("/v1/jobs", headers=ACME, files={"pads": ("p.txt", b"0 10 0 0"), "audio": ("s.wav", audio)})
+    assert as_file.status_code == 422 and "'pads' must be text" in as_file.json()["detail"]
+    as_text = api.post("/v1/jobs", headers=ACME, data={"face": "talk.mp4", "audio": "speech.wav"})
+    assert as_text.status_code == 422 and "'face' must be a file" in as_text.json()["detail"]
+
+
+def test_a_submit_writes_in_one_transaction_of_three_statements(api, media):
+    """What a submit costs the database: the admission lock, the tenant's count and the insert, one
+    commit (bursts of submits queue on this transaction; a query or commit more is a regression)."""
+    from sqlalchemy import event
+
+    from lipsync_triton.service.db import engine_for
+
+    engine = engine_for(api.app.state.service.settings.database)
+    statements, commits = [], []
+
+    def executed(_conn, _cursor, sql, *_):
+        statements.append(sql.split()[0].upper())
+
+    def committed(_conn):
+        commits.append(1)
+
+    event.listen(engine, "before_cursor_execute", executed)
+    event.listen(engine, "commit", committed)
+    try:
+        assert _submit(api, media, {}).status_code == 202
+    finally:
+        event.remove(engine, "before_cursor_execute", executed)
+        event.remove(engine, "commit", committed)
+    assert statements == ["UPDATE", "SELECT", "INSERT"], statements
+    assert len(commits) == 1
