@@ -86,7 +86,7 @@ async def submit_job(svc: Svc, who: Tenant, form: Annotated[Submission, Depends(
                          "instead of making a second"))] = None,
                      traceparent: Annotated[str | None, Header(description="W3C trace context: Triton's spans join this trace")] = None):
     key = check_idempotency_key(idempotency_key)
-    # Storage, the database, the queue and the webhook's name lookup block: one hop to the thread pool for all of them.
+    # Storage, the database and the queue block: one hop to the thread pool for all of them.
     return await run_in_threadpool(_submit, svc, who, form, key, valid_traceparent(traceparent))
 
 
