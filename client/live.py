@@ -97,11 +97,25 @@ class LivePresenter:
 
     @classmethod
     def load(cls, face: str | Path, pool: TritonPool, options: GenerateOptions | None = None, max_seconds: float = 4.0,
-             fps: float = 25.0) -> "LivePresenter":
+             fps: float = 25.0, max_pixels: int | None = None, budget_bytes: int | None = None) -> "LivePresenter":
+        """The presenter's first `max_seconds`, decoded at most `max_pixels` large (a larger one is
+        scaled down by a whole factor, as --resize-factor does) and refused with one line, before a
+        frame is decoded, when its frames would take more than `budget_bytes`."""
         opts = options or GenerateOptions()
         transform = FrameTransform(opts.resize_factor, tuple(opts.crop), opts.rotate)
         source = FrameSource(face, transform, fps=fps, pix_fmt="yuv420p", limits=opts.limits)
+        factor = opts.resize_factor
+        while max_pixels and (source.info.width // factor) * (source.info.height // factor) > max_pixels:
+            factor += 1
+        if factor != opts.resize_factor:
+            transform = FrameTransform(factor, tuple(opts.crop), opts.rotate)
+            source = FrameSource(face, transform, fps=fps, pix_fmt="yuv420p", limits=opts.limits)
         count = 1 if source.still else max(1, int(max_seconds * source.fps))
+        needed = count * source.width * source.height * 3 // 2
+        if budget_bytes is not None and needed > budget_bytes:
+            raise LipsyncError(f"this presenter's {count} frames at {source.width}x{source.height} would take "
+                               f"{needed / 2**20:.0f} MB; a live presenter may take {budget_bytes / 2**20:.0f} MB "
+                               "(LIPSYNC_LIVE_PRESENTER_MB): use a shorter or lower frame-rate video, or a photo")
         frames = [f.copy() for f in source.frames(limit=count)]
         models = pool.check_ready((WAV2LIP_MODEL, DETECTOR_MODEL))
         tracked = track_boxes(opts, source, pool, models, len(frames), FaceSelector.parse(opts.face_select), transform,

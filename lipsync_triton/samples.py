@@ -60,13 +60,20 @@ def write_presenter_clip(path: str | Path, seconds: float, fps: float = 25.0, wi
         raise
 
 
-def write_speech(path: str | Path, text: str = DEMO_TEXT, repeat: int = 1) -> Path:
-    """Speech with espeak-ng (Debian package), as a 16-bit WAV."""
+def write_speech(path: str | Path, text: str = DEMO_TEXT, repeat: int = 1, timeout: float | None = None) -> Path:
+    """Speech with espeak-ng (Debian package), as a 16-bit WAV. The text goes in on stdin, so it is
+    only ever spoken: a text such as `-f/etc/passwd` is never read as an option; `timeout` bounds the
+    synthesis (LipsyncError past it, no file written)."""
     if shutil.which("espeak-ng") is None:
         raise LipsyncError("espeak-ng not found: install the Debian package espeak-ng (make setup does)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial.wav")
-    subprocess.run(["espeak-ng", "-s", "150", "-w", str(tmp), " ".join([text] * repeat)], check=True, capture_output=True)
+    try:
+        subprocess.run(["espeak-ng", "-s", "150", "-w", str(tmp), "--stdin"], input=" ".join([text] * repeat).encode("utf-8"),
+                       check=True, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        tmp.unlink(missing_ok=True)
+        raise LipsyncError(f"speaking the text took longer than {timeout:g} s: send a shorter text") from None
     tmp.replace(path)
     return path

@@ -56,7 +56,11 @@ def sniff(path: str | Path) -> tuple[str, str] | None:
 def check_upload(path: str | Path, what: str, kinds: tuple[str, ...]) -> None:
     """A one-line LipsyncError unless the file starts like an accepted container of these kinds."""
     with open(path, "rb") as fh:
-        head = fh.read(HEAD_BYTES)
+        check_head(fh.read(HEAD_BYTES), what, kinds)
+
+
+def check_head(head: bytes, what: str, kinds: tuple[str, ...]) -> None:
+    """`check_upload` on a file's first HEAD_BYTES (a ZIP member is judged before it is extracted)."""
     if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(REFERRING_STARTS):
         raise LipsyncError(f"{what}: {REFERRING_MEDIA}")
     found = _signature(head)

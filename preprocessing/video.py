@@ -74,9 +74,12 @@ class FrameSource:
         self.transform = transform
         self.still = self.info.is_image or static
         self.fps = fps if self.info.is_image or not self.info.fps else self.info.fps
+        self._limits, self._max_frames = limits, None
         if not self.info.is_image:
             limits.check_fps(str(self.path), self.fps)
             check_length(self.info, limits, str(self.path))
+            if limits.max_seconds is not None:  # a header can lie: the length is also checked while decoding
+                self._max_frames = int(limits.max_seconds * self.fps) + int(self.fps) + 1
         self._native_i420 = False  # decided below, once the output size is known
         self._still_frame: np.ndarray | None = self._read_still() if self.still else None
         if self._still_frame is not None:
@@ -127,6 +130,7 @@ class FrameSource:
                 if reader.readinto(memoryview(frame).cast("B")) < frame_bytes:
                     break
                 count += 1
+                self._check_decoded(count)
                 yield frame if native else self._output(self.transform.apply(frame))
             status = reader.finish()
             if limit and count >= limit:
@@ -168,9 +172,17 @@ class FrameSource:
                 image = np.empty((ph, pw, 3), np.uint8)
                 if reader.readinto(memoryview(image).cast("B")) < image.nbytes:
                     break
-                yield (wanted[count] if wanted is not None else count * step), image
+                index = wanted[count] if wanted is not None else count * step
+                self._check_decoded(index + 1)
+                yield index, image
             if reader.finish() != 0 and count == 0:
                 raise self._no_frame_error(reader.reason())
+
+    def _check_decoded(self, frames: int) -> None:
+        """MediaTooLong once more frames than the length limit allows have been decoded (whatever the
+        header said): a video that states 1 s and holds an hour stops here, not at its end."""
+        if self._max_frames is not None and frames > self._max_frames:
+            self._limits.check_seconds(f"{self.path} (more than its header states)", frames / self.fps)
 
     def _output(self, bgr: np.ndarray) -> np.ndarray:
         return i420.from_bgr(bgr) if self.pix_fmt == "yuv420p" else bgr

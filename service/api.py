@@ -16,6 +16,7 @@ from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
 from . import routes_batches, routes_health, routes_jobs, routes_live, routes_presenters
 from .live_sessions import LiveHub
+from .auth_throttle import AuthThrottle
 from .body_limit import BodyLimit
 from .deps import Service
 from .jobs import InputError
@@ -85,8 +86,9 @@ def create_app(settings: Settings | None = None, api_base: str | None = None, qu
     @app.get("/", include_in_schema=False)
     def home():
         return RedirectResponse("/ui/" if api_base else "/docs")
+    throttle = AuthThrottle(settings.auth_failures_per_minute)
     app.state.service = Service(settings, Storage(settings.storage, settings.s3_endpoint_url), queue, tenants,
-                                {by_tenant: registry_for(settings, queue, by_tenant) for by_tenant in (False, True)})
+                                {by_tenant: registry_for(settings, queue, by_tenant) for by_tenant in (False, True)}, throttle)
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_upload_mb * 2**20))
 
     app.add_middleware(SecurityHeaders)
@@ -99,5 +101,5 @@ def create_app(settings: Settings | None = None, api_base: str | None = None, qu
     if api_base:
         from .ui import mount_ui
 
-        app = mount_ui(app, api_base, tenants, int(settings.max_upload_mb * 2**20))
+        app = mount_ui(app, api_base, tenants, int(settings.max_upload_mb * 2**20), throttle)
     return app

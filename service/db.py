@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event, text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -73,6 +73,7 @@ class Presenter(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     face_key: Mapped[str] = mapped_column(String(300))
     frames: Mapped[int | None] = mapped_column(Integer, nullable=True)  # frames whose faces are tracked
+    bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # the stored file's size (the tenant's quota)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_used_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)  # retention counts from here
 

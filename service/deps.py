@@ -20,6 +20,7 @@ from .db import end_session, new_session
 from .queue import JobQueue
 from .settings import Settings
 from .storage import Storage
+from .auth_throttle import MESSAGE as TOO_MANY_FAILURES, AuthThrottle
 from .tenants import Tenants
 
 
@@ -32,6 +33,7 @@ class Service:
     queue: JobQueue
     tenants: Tenants
     registries: dict[bool, CollectorRegistry]  # by_tenant -> registry
+    throttle: AuthThrottle  # failed authentication per client address (API keys and the UI's sign-in)
 
     def is_operator(self, authorization: str | None) -> bool:
         """The request carries the operators' key (LIPSYNC_OPS_KEY)."""
@@ -49,15 +51,22 @@ async def service(request: Request) -> Service:
     return request.app.state.service
 
 
-async def tenant(svc: Annotated[Service, Depends(service)], authorization: Annotated[str | None, Header()] = None) -> str:
-    return tenant_of(svc, authorization)
+async def tenant(request: Request, svc: Annotated[Service, Depends(service)],
+                 authorization: Annotated[str | None, Header()] = None) -> str:
+    return tenant_of(svc, authorization, request.client.host if request.client else "")
 
 
-def tenant_of(svc: Service, authorization: str | None) -> str:
-    """The tenant whose key an Authorization header carries, or 401 (also for WebSockets)."""
+def tenant_of(svc: Service, authorization: str | None, client: str) -> str:
+    """The tenant whose key an Authorization header carries, or 401 (also for WebSockets); 429 while
+    `client` (its address) has failed too often (auth_throttle.py)."""
+    wait = svc.throttle.retry_after(client)
+    if wait is not None:
+        raise HTTPException(429, TOO_MANY_FAILURES.format(seconds=wait),
+                            headers={"Retry-After": str(wait)})
     scheme, _, key = (authorization or "").partition(" ")
     found = svc.tenants.tenant_for(key.strip() if scheme.lower() == "bearer" else None)
     if found is None:
+        svc.throttle.failed(client)
         raise HTTPException(401, "missing or unknown API key: send 'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
     return found

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.preprocessing.media_sniff import AUDIO, IMAGE, VIDEO, check_upload
 from lipsync_triton.tracing import new_traceparent, trace_id
-from .db import ACTIVE, Batch, Job, JobStatus, Presenter, count_finished, new_id, tenant_admission, utcnow
+from .db import ACTIVE, Batch, Job, JobStatus, Presenter, PresenterStatus, count_finished, new_id, tenant_admission, utcnow
 from . import storage_keys as keys
 from .job_options import JobOptions
 from .settings import Settings
@@ -52,16 +52,23 @@ def check_inputs(face: Path | None, audio: Path, settings: Settings) -> None:
 
 
 # Core, executed on the session's connection: the ORM's execute path costs more than the query itself.
-_COUNT_ACTIVE = select(func.count()).select_from(Job.__table__).where(
-    Job.__table__.c.tenant == bindparam("tenant"), Job.__table__.c.status.in_([str(s) for s in ACTIVE]))
+# A tenant's active work in one statement: queued and running jobs plus presenters being prepared
+# (a registration makes a worker track every frame: it is work like a job).
+_jobs, _presenters = Job.__table__.c, Presenter.__table__.c
+_COUNT_ACTIVE = select(
+    select(func.count()).where(_jobs.tenant == bindparam("tenant"), _jobs.status.in_([str(s) for s in ACTIVE])).scalar_subquery()
+    + select(func.count()).where(_presenters.tenant == bindparam("tenant"),
+                                 _presenters.status == str(PresenterStatus.PREPARING)).scalar_subquery())
 
 
 def check_capacity(session: Session, tenant: str, settings: Settings, adding: int = 1) -> None:
-    """Refuse a tenant over its limit of queued and running jobs (`admit` calls it under its lock)."""
+    """Refuse a tenant over its limit of active work: queued and running jobs and presenters being
+    prepared (`admit` and presenter registration call it under the tenant's admission lock)."""
     active = session.connection().scalar(_COUNT_ACTIVE, {"tenant": tenant})
     if active + adding > settings.max_active_jobs_per_tenant:
-        raise InputError(f"{active} jobs already queued or running; the limit is {settings.max_active_jobs_per_tenant} "
-                         "per tenant (LIPSYNC_MAX_ACTIVE_JOBS_PER_TENANT): wait for some to finish", 429)
+        raise InputError(f"{active} jobs or presenter preparations already queued or running; the limit is "
+                         f"{settings.max_active_jobs_per_tenant} per tenant (LIPSYNC_MAX_ACTIVE_JOBS_PER_TENANT): "
+                         "wait for some to finish", 429)
 
 
 def admit(session: Session, storage: Storage, settings: Settings, tenant: str, jobs: list[Job],

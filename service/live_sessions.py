@@ -95,6 +95,7 @@ class LiveHub:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.sessions: dict[str, LiveEntry] = {}
+        self._pending: dict[str, int] = {}  # tenant -> sessions being created (presenter decoding)
         self._reaper: asyncio.Task | None = None
 
     def ice_servers(self) -> list[dict]:
@@ -106,10 +107,26 @@ class LiveHub:
             raise InputError(f"no live session {session_id[:40]}", 404)
         return entry
 
-    async def create(self, tenant: str, presenter: LivePresenter, pool) -> LiveEntry:
-        if sum(e.tenant == tenant for e in self.sessions.values()) >= self.settings.live_max_sessions_per_tenant:
+    def reserve(self, tenant: str) -> None:
+        """Count a session being created against the limits (per tenant, and per process: what bounds
+        this process's memory) before its presenter is decoded; `release` once it exists or failed.
+        Runs on the event loop, so a check and its reservation are one step."""
+        mine = sum(e.tenant == tenant for e in self.sessions.values()) + self._pending.get(tenant, 0)
+        if mine >= self.settings.live_max_sessions_per_tenant:
             raise InputError(f"the limit is {self.settings.live_max_sessions_per_tenant} live sessions per tenant; "
-                             "end one (DELETE) first", 429)
+                             "end one (DELETE /v1/live/sessions/<id>) first", 429)
+        if len(self.sessions) + sum(self._pending.values()) >= self.settings.live_max_sessions:
+            raise InputError(f"this server runs its limit of {self.settings.live_max_sessions} live sessions "
+                             "(LIPSYNC_LIVE_MAX_SESSIONS); try again when one has ended", 429)
+        self._pending[tenant] = self._pending.get(tenant, 0) + 1
+
+    def release(self, tenant: str) -> None:
+        self._pending[tenant] -= 1
+        if not self._pending[tenant]:
+            del self._pending[tenant]
+
+    async def create(self, tenant: str, presenter: LivePresenter, pool) -> LiveEntry:
+        """The session (its place was reserved by `reserve`)."""
         entry = LiveEntry(new_id(), tenant, LiveSession(presenter, pool, fps=self.settings.live_fps))
         self.sessions[entry.id] = entry
         took = await asyncio.get_running_loop().run_in_executor(None, entry.session.calibrate)

@@ -15,26 +15,53 @@ from lipsync_triton.client.generate import GenerateOptions, track_presenter
 from lipsync_triton.errors import LipsyncError, TransientError
 from lipsync_triton.preprocessing.media_sniff import IMAGE, VIDEO, check_upload
 from . import storage_keys as keys
-from .db import ACTIVE, Job, Presenter, PresenterStatus, new_id, session_scope, utcnow
-from .jobs import InputError, _iso, tenant_owned
+from .db import ACTIVE, Job, Presenter, PresenterStatus, new_id, session_scope, tenant_admission, utcnow
+from .jobs import InputError, _iso, check_capacity, tenant_owned
 from .settings import Settings
 from .storage import Storage
 from .user_errors import user_facing
 
 
-def register(session: Session, storage: Storage, tenant: str, face: Path, name: str) -> Presenter:
-    """Store the upload (moved, not copied) and record the presenter; a worker tracks its faces."""
+def register(session: Session, storage: Storage, settings: Settings, tenant: str, face: Path, name: str) -> Presenter:
+    """Store the upload (moved, not copied) and record the presenter; a worker tracks its faces.
+    Admitted like a job, under the tenant's admission lock: its preparation counts as active work
+    (LIPSYNC_MAX_ACTIVE_JOBS_PER_TENANT), and the tenant's presenters are capped in number and bytes."""
     try:
         check_upload(face, "face", (VIDEO, IMAGE))
     except LipsyncError as exc:
         raise InputError(str(exc)) from None
+    size = face.stat().st_size
     now, presenter_id = utcnow(), new_id()
     presenter = Presenter(id=presenter_id, tenant=tenant, name=name, status=PresenterStatus.PREPARING, created_at=now,
-                          last_used_at=now, face_key=keys.presenter_face(tenant, presenter_id))
-    storage.put_file(face, presenter.face_key, move=True)
-    session.add(presenter)
-    session.commit()
+                          last_used_at=now, face_key=keys.presenter_face(tenant, presenter_id), bytes=size)
+    if session.in_transaction():
+        session.commit()  # the lock must be the transaction's first statement
+    with tenant_admission(session, tenant):
+        check_capacity(session, tenant, settings)
+        check_presenter_quota(session, tenant, settings, size)
+        session.add(presenter)
+        session.commit()
+    try:
+        storage.put_file(face, presenter.face_key, move=True)
+    except BaseException:
+        session.delete(presenter)
+        session.commit()
+        raise
     return presenter
+
+
+def check_presenter_quota(session: Session, tenant: str, settings: Settings, adding_bytes: int) -> None:
+    """Refuse (429) a tenant's presenter past LIPSYNC_MAX_PRESENTERS_PER_TENANT or LIPSYNC_MAX_PRESENTER_MB_PER_TENANT."""
+    count, stored = session.execute(select(func.count(), func.coalesce(func.sum(Presenter.bytes), 0))
+                                    .where(Presenter.tenant == tenant)).one()
+    if count + 1 > settings.max_presenters_per_tenant:
+        raise InputError(f"you have {count} presenters; the limit is {settings.max_presenters_per_tenant} per tenant "
+                         "(LIPSYNC_MAX_PRESENTERS_PER_TENANT): delete one you no longer use", 429)
+    quota = int(settings.max_presenter_mb_per_tenant * 2**20)
+    if stored + adding_bytes > quota:
+        raise InputError(f"your presenters would take {(stored + adding_bytes) / 2**20:.0f} MB; the limit is "
+                         f"{settings.max_presenter_mb_per_tenant:g} MB per tenant (LIPSYNC_MAX_PRESENTER_MB_PER_TENANT): "
+                         "delete presenters you no longer use or upload a shorter or smaller video", 429)
 
 
 def tenant_presenter(session: Session, tenant: str, presenter_id: str) -> Presenter:

@@ -25,6 +25,8 @@ from .user_errors import user_facing
 
 router = APIRouter(tags=["live"])
 PAGE = Path(__file__).with_name("static") / "live.html"
+SAY_MAX_CHARS = 2000
+SAY_TIMEOUT_S = 20.0  # espeak-ng speaks 2000 characters in well under a second of CPU
 
 
 async def hub(request: Request) -> LiveHub:  # async: no thread-pool hop (deps.py)
@@ -53,7 +55,8 @@ def _prepare(svc, who: str, presenter_id: str | None, face: UploadFile | None, p
         options = GenerateOptions(cache_dir=settings.data_dir / "presenters", limits=settings.media_limits)
         try:
             return LivePresenter.load(work / "face", pool, options, max_seconds=settings.live_presenter_seconds,
-                                      fps=settings.live_fps)
+                                      fps=settings.live_fps, max_pixels=settings.live_max_frame_pixels,
+                                      budget_bytes=int(settings.live_presenter_mb * 2**20))
         except LipsyncError as exc:
             raise InputError(user_facing(str(exc).splitlines()[0], work, name)) from None
     finally:
@@ -64,9 +67,13 @@ def _prepare(svc, who: str, presenter_id: str | None, face: UploadFile | None, p
 async def create_session(svc: Svc, who: Tenant, live: Hub,
                          presenter_id: Annotated[str | None, Form()] = None,
                          face: Annotated[UploadFile | None, File(description="presenter video or photo")] = None):
-    pool = TritonPool(svc.settings.triton, retry_seconds=0, request_timeout=2.0, priority=LIVE_PRIORITY)
-    presenter = await run_in_threadpool(_prepare, svc, who, presenter_id, face, pool)
-    entry = await live.create(who, presenter, pool)
+    live.reserve(who)  # the session limits hold before anything is decoded
+    try:
+        pool = TritonPool(svc.settings.triton, retry_seconds=0, request_timeout=2.0, priority=LIVE_PRIORITY)
+        presenter = await run_in_threadpool(_prepare, svc, who, presenter_id, face, pool)
+        entry = await live.create(who, presenter, pool)
+    finally:
+        live.release(who)
     base = f"/v1/live/sessions/{entry.id}"
     return JSONResponse({"id": entry.id, "fps": entry.session.fps, "ice_servers": live.ice_servers(),
                          "lookahead_ms": round(1000 * entry.session.lookahead / entry.session.fps),
@@ -101,7 +108,7 @@ async def interrupt(session_id: str, who: Tenant, live: Hub):
 
 
 @router.post("/v1/live/sessions/{session_id}/say", summary="Speak a text (espeak-ng: for demos, not a production voice)")
-async def say(session_id: str, who: Tenant, live: Hub, text: Annotated[str, Form(min_length=1, max_length=2000)]):
+async def say(session_id: str, who: Tenant, live: Hub, text: Annotated[str, Form(min_length=1, max_length=SAY_MAX_CHARS)]):
     entry = live.get(who, session_id)
     pcm = await run_in_threadpool(_speak, text)
     live.push(entry, pcm)
@@ -109,11 +116,15 @@ async def say(session_id: str, who: Tenant, live: Hub, text: Annotated[str, Form
 
 
 def _speak(text: str) -> bytes:
+    """The text spoken by espeak-ng (as data on its stdin, never as an option), bounded in time."""
     from lipsync_triton.preprocessing.audio import load_audio
     from lipsync_triton.samples import write_speech
 
     with tempfile.TemporaryDirectory(prefix="say-") as d:
-        wav = load_audio(write_speech(Path(d) / "say.wav", text))
+        try:
+            wav = load_audio(write_speech(Path(d) / "say.wav", text, timeout=SAY_TIMEOUT_S))
+        except LipsyncError as exc:
+            raise InputError(str(exc)) from None
     return pcm16(wav).tobytes()
 
 
@@ -131,7 +142,8 @@ async def push_audio(websocket: WebSocket, session_id: str):
     Authorization: Bearer <key> as for every /v1 call. Errors close with 1008 (policy) and a reason."""
     live: LiveHub = websocket.app.state.live
     try:
-        who = tenant_of(websocket.app.state.service, websocket.headers.get("authorization"))
+        who = tenant_of(websocket.app.state.service, websocket.headers.get("authorization"),
+                        websocket.client.host if websocket.client else "")
         entry = live.get(who, session_id)
     except Exception as exc:
         await websocket.close(code=1008, reason=getattr(exc, "detail", None) or str(exc)[:120])

@@ -23,7 +23,8 @@ router = APIRouter(prefix="/v1/presenters", tags=["presenters"])
 def create_presenter(svc: Svc, who: Tenant, db: DB, work: Work,
                      face: Annotated[UploadFile, File(description="presenter video or photo")],
                      name: Annotated[str | None, Form(max_length=200, description="display name (default: the file's)")] = None):
-    presenter = register(db, svc.storage, who, save(face, work / "face"), display_name(name or face.filename, "presenter"))
+    presenter = register(db, svc.storage, svc.settings, who, save(face, work / "face"),
+                         display_name(name or face.filename, "presenter"))
     svc.queue.prepare_presenter(presenter.id)
     log.event("presenter_registered", presenter=presenter.id, tenant=who)
     return JSONResponse(presenter_view(presenter), status_code=202, headers={"Location": f"/v1/presenters/{presenter.id}"})

@@ -24,9 +24,19 @@ class Settings(BaseSettings):
     triton_urls: str = Field("127.0.0.1:8001", description="Triton gRPC endpoints, comma-separated")
     api_keys: str = Field("", description="'tenant:key,tenant2:key2' (plain keys)")
     api_keys_file: Path | None = Field(None, description="file of 'tenant:sha256hex-of-key' lines (hashed keys)")
+    min_key_length: int = Field(16, ge=1, description="shortest plain API key accepted at start-up (a short key is guessed; "
+                                "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    auth_failures_per_minute: int = Field(20, ge=0, description="failed API keys or UI sign-ins one client address may send "
+                                          "per minute; then 429 with Retry-After (0 = no limit)")
     local_only: bool = Field(False, description="allow no API keys (one tenant 'local'); only on a loopback address")
     workers: int = Field(2, description="jobs run at once per worker process (threads sharing the Triton server)")
     live_max_sessions_per_tenant: int = Field(2, ge=0, description="live sessions a tenant may have at once")
+    live_max_sessions: int = Field(6, ge=0, description="live sessions one API process runs at once (with "
+                                   "LIVE_PRESENTER_MB, what bounds its memory)")
+    live_max_frame_pixels: int = Field(1280 * 720, ge=1, description="a live presenter larger than this (width x height) is "
+                                       "scaled down by a whole factor")
+    live_presenter_mb: float = Field(160.0, gt=0, description="decoded presenter frames one live session may hold, in MB; "
+                                     "a presenter needing more is refused with one line")
     live_idle_timeout_s: float = Field(60.0, description="a live session no peer connected to within this is ended")
     live_max_session_s: float = Field(3600.0, description="longest live session; then it is ended")
     live_fps: float = Field(25.0, description="live video frames per second (16000 / fps samples per frame: 25, 20, 16...)")
@@ -37,10 +47,15 @@ class Settings(BaseSettings):
     background_nice: int = Field(10, ge=0, le=19, description="niceness of the worker processes and the embedded tritonserver "
                                  "`lipsync api` starts, so the API and UI answer promptly while jobs use every core (0 = same priority)")
     max_upload_mb: float = Field(500.0, description="largest request body, enforced while it streams in")
+    max_archive_expanded_mb: float = Field(2000.0, gt=0, description="a batch ZIP's members may add up to this once "
+                                           "extracted (each item's use counted: each job stores its inputs)")
     max_media_seconds: float = Field(1800.0, description="longest presenter video or speech accepted (measured when a file states no length)")
     max_fps: float = Field(MediaLimits.max_fps, description="highest presenter frame rate accepted (higher: refused, re-encode it)")
     max_frame_pixels: int = Field(MediaLimits.max_frame_pixels, description="largest presenter frame (width x height) accepted")
     max_active_jobs_per_tenant: int = Field(100, description="queued + running jobs a tenant may have; more -> 429")
+    max_presenters_per_tenant: int = Field(100, ge=0, description="registered presenters a tenant may keep; more -> 429")
+    max_presenter_mb_per_tenant: float = Field(5000.0, ge=0, description="stored presenter videos and photos a tenant may "
+                                               "keep, in MB; more -> 429")
     retention_days: float = Field(7.0, description="inputs and results older than this are deleted, jobs marked expired")
     job_retries: int = Field(2, description="re-runs of a job after a transient failure (server down, storage error)")
     retry_delay_s: float = Field(5.0, description="wait before a retry")

@@ -32,6 +32,10 @@ class Tenants:
             tenant, sep, key = item.partition(":")
             if not sep or not tenant or not key:
                 raise LipsyncError("LIPSYNC_API_KEYS must be 'tenant:key,...'; an entry has no tenant or key")
+            if len(key) < settings.min_key_length:  # the key itself is never shown
+                raise LipsyncError(f"LIPSYNC_API_KEYS: the key of tenant {tenant!r} has {len(key)} characters; keys need at "
+                                   f"least {settings.min_key_length} (LIPSYNC_MIN_KEY_LENGTH): make one with "
+                                   "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
             self.entries.append((key_digest(key), tenant))
         if settings.api_keys_file:
             for number, line in enumerate(settings.api_keys_file.read_text().splitlines(), 1):

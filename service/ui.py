@@ -20,8 +20,10 @@ from fastapi import FastAPI
 from lipsync_triton import log
 from lipsync_triton.client.options import job_options
 
+from .auth_throttle import AuthThrottle
 from .db import FINAL, JobStatus
 from .tenants import Tenants
+from .ui_guard import LOCAL_USER, UI_PREFIX, NotYourUpload, UiGuard, UploadOwners
 
 POLL_S = 1.0
 DOWNLOADS = Path(tempfile.gettempdir()) / "lipsync-ui"
@@ -126,10 +128,11 @@ def option_form(controls: dict[str, gr.components.Component], values: dict) -> d
 
 class SignIns:
     """Gradio's sign-in: the user name is the tenant, the password its API key. The keys of signed-in
-    tenants stay in this process's memory (the session cookie names only the tenant)."""
+    tenants stay in this process's memory (the session cookie names only the tenant). Uploads are
+    checked against their owners: a function acts only on files its caller uploaded."""
 
-    def __init__(self, tenants: Tenants):
-        self.tenants = tenants
+    def __init__(self, tenants: Tenants, owners: UploadOwners):
+        self.tenants, self.owners = tenants, owners
         self._keys: dict[str, str] = {}
 
     def check(self, username: str, password: str) -> bool:
@@ -147,6 +150,17 @@ class SignIns:
             raise gr.Error("Your session has ended: reload the page and sign in again.")
         return self._keys[username]
 
+    def user(self, request: gr.Request | None) -> str:
+        return LOCAL_USER if self.tenants.local_only else (getattr(request, "username", None) or "\0nobody")
+
+    def uploaded(self, path: str | None, request: gr.Request | None) -> str | None:
+        """`path` if the caller uploaded it here, else an error in place (never a server file, a URL or
+        another user's upload)."""
+        try:
+            return self.owners.check(path, self.user(request))
+        except NotYourUpload as exc:
+            raise gr.Error(str(exc)) from None
+
 
 def _job_line(view: dict) -> str:
     line = f"Job `{view['id'][:8]}`: **{view['status']}** {view['progress'] * 100:.0f}%"
@@ -161,7 +175,7 @@ def recent_jobs(api: ApiClient, limit: int = 20) -> list[list]:
 
 
 def _preview(path: str | None):
-    """What the browser can show of an upload: a video player or the photo."""
+    """What the browser can show of an upload (checked to be the caller's): a video player or the photo."""
     if not path:
         return gr.update(value=None, visible=False), gr.update(value=None, visible=False)
     is_image = Path(path).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -169,6 +183,7 @@ def _preview(path: str | None):
 
 
 def build_ui(base: str, signins: SignIns) -> gr.Blocks:
+    """The page. Every function that takes a file passes it through `signins.uploaded` first."""
     with gr.Blocks(title="lipsync-triton", delete_cache=(int(KEEP_S), int(KEEP_S))) as ui:
         gr.Markdown("# lipsync-triton\nA presenter video or photo + a speech track -> a lip-synced video.")
         status = gr.Markdown(_model_status(base), elem_id="model-status")
@@ -186,8 +201,15 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
                 with gr.Column():
                     audio = gr.File(label="Speech", elem_id="audio-file")
                     speech = gr.Audio(label="Speech", visible=False, interactive=False, type="filepath", elem_id="audio-preview")
-            face.change(_preview, face, [face_video, face_photo], queue=False)
-            audio.change(lambda p: gr.update(value=p, visible=bool(p)), audio, speech, queue=False)
+            def preview_face(path: str | None, request: gr.Request):
+                return _preview(signins.uploaded(path, request))
+
+            def preview_speech(path: str | None, request: gr.Request):
+                path = signins.uploaded(path, request)
+                return gr.update(value=path, visible=bool(path))
+
+            face.change(preview_face, face, [face_video, face_photo], queue=False)
+            audio.change(preview_speech, audio, speech, queue=False)
             with gr.Row():
                 submit = gr.Button("Generate", variant="primary", elem_id="submit")
                 cancel = gr.Button("Cancel", elem_id="cancel")
@@ -201,6 +223,7 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
                 if not face_file or not audio_file:
                     yield "Upload a presenter video or photo and a speech track.", None, None, None
                     return
+                face_file, audio_file = signins.uploaded(face_file, request), signins.uploaded(audio_file, request)
                 api = ApiClient(base, signins.key(request))
                 try:
                     with open(face_file, "rb") as f, open(audio_file, "rb") as a:
@@ -246,6 +269,8 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
                 if not audio_file or not face_files:
                     yield "Upload one speech track and at least one presenter.", None, None, None
                     return
+                audio_file = signins.uploaded(audio_file, request)
+                face_files = [signins.uploaded(f, request) for f in face_files]
                 api = ApiClient(base, signins.key(request))
                 handles = [open(f, "rb") for f in face_files]
                 try:
@@ -311,8 +336,24 @@ def _poll_queue_calmly(ui: gr.Blocks) -> None:
     queue.progress_update_sleep_when_free = max(getattr(queue, "progress_update_sleep_when_free", 0.0), 0.1)
 
 
-def mount_ui(app: FastAPI, api_base: str, tenants: Tenants, max_upload_bytes: int) -> FastAPI:
-    signins = SignIns(tenants)
-    return gr.mount_gradio_app(app, build_ui(api_base, signins), path="/ui", max_file_size=max_upload_bytes,
-                               auth=None if tenants.local_only else signins.check,
-                               auth_message="Sign in with your tenant name and the API key your administrator gave you.")
+def mount_ui(app: FastAPI, api_base: str, tenants: Tenants, max_upload_bytes: int, throttle: AuthThrottle) -> FastAPI:
+    owners = UploadOwners(KEEP_S)
+    signins = SignIns(tenants, owners)
+    ui = build_ui(api_base, signins)
+    app = gr.mount_gradio_app(app, ui, path=UI_PREFIX, max_file_size=max_upload_bytes,
+                              auth=None if tenants.local_only else signins.check,
+                              auth_message="Sign in with your tenant name and the API key your administrator gave you.")
+    # Mounted, the Blocks count as never launched, and Gradio then skips its check that a file handed
+    # to a function was uploaded (any server path passed). Mark them launched, as `launch()` would.
+    ui.has_launched = ui.is_running = True
+    gradio_app = next(r.app for r in app.routes if getattr(r, "path", None) == UI_PREFIX)
+
+    def current_user(request) -> str | None:
+        if tenants.local_only:
+            return LOCAL_USER
+        cookies = request.cookies
+        token = cookies.get(f"access-token-{gradio_app.cookie_id}") or cookies.get(f"access-token-unsecure-{gradio_app.cookie_id}")
+        return gradio_app.tokens.get(token)
+
+    app.add_middleware(UiGuard, owners=owners, throttle=throttle, current_user=current_user)
+    return app

@@ -3,8 +3,9 @@
 - Where: `LIPSYNC_WEBHOOK_ALLOW` lists URL prefixes, `scheme://host[:port][/path/]`. A webhook URL
   must match one in scheme, host, port (the scheme's default when not written) and path prefix, so
   an allowed host's other services (another port, another path) stay out of reach. URLs with
-  user info (which would become an Authorization header), `..` segments or anything urllib cannot
-  parse are refused with a 422.
+  user info (which would become an Authorization header), `.`/`..` segments, backslashes, encoded
+  separators, dots or percent signs (`..%2F`, `%252e`: a proxy that decodes them leaves the prefix)
+  or anything urllib cannot parse are refused with a 422.
 - Signed per tenant: each tenant's secret is derived from the operator's `LIPSYNC_WEBHOOK_SECRET`
   and its name (a tenant reads its own at `GET /v1/webhook-secret`), so no tenant can sign another's
   events. The header `X-Lipsync-Signature: t=<unix seconds>,v1=<hex>` carries
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
@@ -31,6 +33,7 @@ from .settings import Settings
 SIGNATURE_HEADER = "X-Lipsync-Signature"
 TOLERANCE_S = 300
 DEFAULT_PORTS = {"http": 80, "https": 443}
+ENCODED_SEPARATORS = re.compile(r"%(2f|5c|2e|25)", re.IGNORECASE)  # '/', '\\', '.', and '%' itself (double encoding)
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,9 @@ def parse(url: str) -> WebhookPrefix:
         raise ValueError("it must be an http(s) URL with a host")
     if "@" in parts.netloc:
         raise ValueError("it must not carry a user name or password")
-    if ".." in parts.path.split("/") or "%2e" in parts.path.lower():
-        raise ValueError("its path must not hold '..' or encoded dots")
+    if {".", ".."} & set(parts.path.split("/")) or "\\" in parts.path or ENCODED_SEPARATORS.search(parts.path):
+        # A proxy or server that decodes them would route /hooks/..%2Fadmin to /admin: outside the prefix
+        raise ValueError("its path must not hold '.' or '..' segments, backslashes, or encoded '/', '\\', '.' or '%'")
     return WebhookPrefix(parts.scheme, parts.hostname.lower(), port or DEFAULT_PORTS[parts.scheme], parts.path or "/")
 
 

@@ -73,7 +73,7 @@ os.environ.setdefault("LIPSYNC_CACHE_DIR", str(ROOT / ".pytest_cache" / "lipsync
 SERVER_FIXTURES = {"triton", "exported_repo", "service", "two_servers", "scaled_service", "s3_server", "postgres_db"}
 SUBPROCESS_MODULES = {"test_readme", "test_processes", "test_tracing", "test_live", "test_live_service", "test_deploy", "test_docker", "test_faults", "test_export",
                       "test_checkpoint", "test_service", "test_service_scale_out", "test_hostile_inputs", "test_security",
-                      "test_serving", "test_scale_out_client"}
+                      "test_serving", "test_scale_out_client", "test_attacks_round2"}
 
 
 def pytest_configure(config) -> None:

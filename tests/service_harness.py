@@ -22,7 +22,7 @@ def free_port() -> int:
 
 
 class Service:
-    def __init__(self, data_dir: Path, triton_url: str, keys: str = "acme:key-acme,globex:key-globex", workers: int = 1,
+    def __init__(self, data_dir: Path, triton_url: str, keys: str = "acme:key-acme-for-tests,globex:key-globex-for-tests", workers: int = 1,
                  extra_env: dict | None = None, args: list[str] | None = None):
         self.data_dir = Path(data_dir)
         self.port = free_port()
@@ -60,7 +60,7 @@ class Service:
                 self.proc.wait()
         return self.proc.returncode if self.proc else 0
 
-    def client(self, key: str | None = "key-acme") -> httpx.Client:
+    def client(self, key: str | None = "key-acme-for-tests") -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=120, headers={"Authorization": f"Bearer {key}"} if key else {})
 
     def __enter__(self) -> "Service":
@@ -109,7 +109,7 @@ def wait_for_batch(client: httpx.Client, batch_id: str, timeout: float = 300.0) 
     raise AssertionError(f"batch {batch_id} not done after {timeout:.0f} s")
 
 
-def ui_sign_in(page, base: str, tenant: str = "acme", key: str = "key-acme") -> None:
+def ui_sign_in(page, base: str, tenant: str = "acme", key: str = "key-acme-for-tests") -> None:
     """Open the web UI in a Playwright page and sign in with the tenant's name and API key."""
     page.goto(f"{base}/ui/")
     page.locator("input[type=text]").first.fill(tenant)

@@ -9,12 +9,12 @@ from lipsync_triton.service.api import create_app
 from lipsync_triton.service.db import Job, JobStatus, migrate, new_id, session_scope, utcnow
 from lipsync_triton.service.settings import Settings
 
-ACME, GLOBEX = {"Authorization": "Bearer key-acme"}, {"Authorization": "Bearer key-globex"}
+ACME, GLOBEX = {"Authorization": "Bearer key-acme-for-tests"}, {"Authorization": "Bearer key-globex-for-tests"}
 
 
 @pytest.fixture()
 def api(tmp_path):
-    settings = Settings(data_dir=tmp_path, api_keys="acme:key-acme,globex:key-globex")
+    settings = Settings(data_dir=tmp_path, api_keys="acme:key-acme-for-tests,globex:key-globex-for-tests")
     migrate(settings.database)
     with session_scope(settings.database) as s:  # a finished job of acme's, made without running it
         job = Job(id=new_id(), tenant="acme", name="talk", status=JobStatus.FAILED, error="no face", options={},
@@ -28,7 +28,7 @@ def api(tmp_path):
 def test_every_v1_endpoint_needs_a_key(api):
     for method, path in (("GET", "/v1/jobs"), ("GET", f"/v1/jobs/{api.job_id}"), ("POST", "/v1/jobs"),
                          ("DELETE", f"/v1/jobs/{api.job_id}"), ("POST", "/v1/batches"), ("GET", "/v1/webhook-secret")):
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "key-acme"}):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "key-acme-for-tests"}):
             answer = api.request(method, path, headers=headers)
             assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer", (method, path, headers)
 

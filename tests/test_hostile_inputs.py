@@ -202,7 +202,7 @@ def test_schemathesis_finds_no_server_error(service):
     report = service.data_dir.parent / "schemathesis.txt"
     done = subprocess.run([sys.executable, "-m", "schemathesis.cli", "run", f"{service.base}/openapi.json",
                            "--checks", "not_a_server_error", "--max-examples", "15", "--workers", "2",
-                           "-H", "Authorization: Bearer key-acme"],
+                           "-H", "Authorization: Bearer key-acme-for-tests"],
                           capture_output=True, text=True, timeout=900)
     report.write_text(done.stdout + done.stderr)
     assert done.returncode == 0, done.stdout[-4000:]

@@ -129,14 +129,14 @@ def test_the_cpu_image_turns_healthy_serves_a_job_and_stops_on_sigterm_within_it
     name, port = f"lipsync-cpu-{free_port()}", free_port()
     volume = f"{name}-data"
     run = ["run", "-d", "--name", name, "--shm-size=1g", "-p", f"127.0.0.1:{port}:7860", "-v", f"{volume}:/data",
-           "-e", "LIPSYNC_API_KEYS=acme:key-acme", cpu_image]
+           "-e", "LIPSYNC_API_KEYS=acme:key-acme-for-tests", cpu_image]
     try:
         _podman(*run)
         base = f"http://127.0.0.1:{port}"
         # First start exports the (random-weight) repository into the volume, then Triton loads it.
         _wait(lambda: _podman("healthcheck", "run", name, check=False).returncode == 0, 900, "healthy health check", name)
         _wait(lambda: _ok(f"{base}/readyz"), 900, "ready models", name)
-        with httpx.Client(base_url=base, timeout=120, headers={"Authorization": "Bearer key-acme"}) as api:
+        with httpx.Client(base_url=base, timeout=120, headers={"Authorization": "Bearer key-acme-for-tests"}) as api:
             view = wait_for(api, submit(api, media["clip"], media["speech"]), timeout=600)
             assert view["status"] == "succeeded", view
             result = api.get(view["links"]["result"])
@@ -151,7 +151,7 @@ def test_the_cpu_image_turns_healthy_serves_a_job_and_stops_on_sigterm_within_it
         # Nothing lost: the job in flight was handed back (or finished) and completes after a restart.
         _podman("start", name)
         _wait(lambda: _ok(f"{base}/readyz"), 600, "ready models after restart", name)
-        with httpx.Client(base_url=base, timeout=120, headers={"Authorization": "Bearer key-acme"}) as api:
+        with httpx.Client(base_url=base, timeout=120, headers={"Authorization": "Bearer key-acme-for-tests"}) as api:
             assert wait_for(api, running, timeout=600)["status"] == "succeeded"
     finally:
         _podman("rm", "-f", "-t", "0", name, check=False)

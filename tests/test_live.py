@@ -184,3 +184,13 @@ def test_ending_a_session_frees_its_session_presenter_and_peer(triton, media, tm
     hub, refs = asyncio.run(scenario())
     assert not hub.sessions
     assert [ref() is None for ref in refs] == [True] * len(refs)
+
+
+def test_a_live_presenter_is_held_at_most_max_pixels_large_within_its_budget(triton, media, tmp_path):
+    pool = TritonPool(triton.grpc_url)
+    options = GenerateOptions(cache_dir=tmp_path / "cache")
+    small = LivePresenter.load(media["clip"], pool, options, max_seconds=1.0, max_pixels=320 * 180, budget_bytes=16 << 20)
+    assert small.frames[0].shape == (270, 320) and len(small.frames) == 25  # 640x360 scaled by 2, I420
+    assert (small.boxes[:, 2] <= 320).all() and (small.boxes[:, 3] <= 180).all()  # boxes in the scaled frame
+    with pytest.raises(LipsyncError, match="LIPSYNC_LIVE_PRESENTER_MB"):
+        LivePresenter.load(media["clip"], pool, options, max_seconds=1.0, budget_bytes=1 << 20)

@@ -13,8 +13,8 @@ from lipsync_triton.client.live import pcm16
 from lipsync_triton.preprocessing.audio import load_audio
 from service_harness import Service
 
-KEYS = "acme:key-acme,globex:key-globex"
-ACME, GLOBEX = {"Authorization": "Bearer key-acme"}, {"Authorization": "Bearer key-globex"}
+KEYS = "acme:key-acme-for-tests,globex:key-globex-for-tests"
+ACME, GLOBEX = {"Authorization": "Bearer key-acme-for-tests"}, {"Authorization": "Bearer key-globex-for-tests"}
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_the_live_page_in_chromium_with_a_fake_microphone(service, media, tmp_pa
         try:
             page = browser.new_page()
             page.goto(f"{service.base}/live")
-            page.fill("#key", "key-acme")
+            page.fill("#key", "key-acme-for-tests")
             page.set_input_files("#face", str(media["clip"]))
             page.click("#start")
             page.wait_for_function("document.querySelector('#status').innerText.startsWith('live')", timeout=120000)
@@ -177,7 +177,7 @@ def test_perf_live_measures_onset_latency_from_outside(service, tmp_path):
     A/V offset at the receiver (the figures are in BENCHMARKS.md)."""
     from lipsync_triton.perf.live_bench import run_live_bench
 
-    report = run_live_bench(service.base, "key-acme", tmp_path, sessions=1, onsets=1, size="320x192")
+    report = run_live_bench(service.base, "key-acme-for-tests", tmp_path, sessions=1, onsets=1, size="320x192")
     row = report["rows"][0]
     assert row["onsets"] == 1 and row["missed"] == 0 and row["latency_p50_ms"] > 200, row  # Wav2Lip's look-ahead is the floor
     assert row["server_p50_ms"] is not None and row["server_p50_ms"] < row["latency_p50_ms"], row
@@ -204,3 +204,52 @@ def test_a_quiet_audio_websocket_outlives_the_slow_client_deadlines(service, med
 
     asyncio.run(quiet_then_speak())
     assert httpx.delete(f"{service.base}{session['links']['self']}", headers=ACME).status_code == 204
+
+
+def test_say_text_is_spoken_never_read_as_an_espeak_option(service, media, tmp_path):
+    """`-f<file>` once made espeak-ng read that file into the caller's stream (an existing file
+    answered 200, a missing one 500). Text is data: both are spoken as the same few characters."""
+    session = _start(service, media)
+    secret = tmp_path / "server-file.txt"
+    secret.write_text("this server file must never be read aloud " * 40)  # ~2 minutes of speech if it were read
+    base, queued = service.base, {}
+    try:
+        for name, text in {"existing file": f"-f{secret}", "missing file": f"-f{tmp_path}/missing.txt",
+                           "plain": "hello there"}.items():
+            assert httpx.post(f"{base}{session['links']['self']}/interrupt", headers=ACME).status_code == 200
+            answer = httpx.post(f"{base}{session['links']['self']}/say", headers=ACME, data={"text": text}, timeout=60)
+            assert answer.status_code == 200, (name, answer.text)
+            queued[name] = answer.json()["queued_s"]
+        assert 0 < queued["existing file"] < 30 and queued["existing file"] == pytest.approx(queued["missing file"], abs=1.0), queued
+        too_long = httpx.post(f"{base}{session['links']['self']}/say", headers=ACME, data={"text": "a" * 2001})
+        assert too_long.status_code == 422
+    finally:
+        httpx.delete(f"{base}{session['links']['self']}", headers=ACME)
+
+
+def test_a_huge_live_presenter_cannot_exhaust_the_api(service, media, tmp_path):
+    """A small file that decodes to gigabytes: the session limits are checked before it is decoded,
+    and a presenter is held at most LIPSYNC_LIVE_MAX_FRAME_PIXELS large within LIPSYNC_LIVE_PRESENTER_MB."""
+    import subprocess
+
+    import psutil
+
+    huge = tmp_path / "huge.mp4"  # 1920x1080 at 60 fps for 4 s: 240 frames, 1.4 GB decoded as BGR
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=60:duration=4", "-c:v", "libx264",
+                    "-preset", "ultrafast", "-crf", "40", str(huge)], check=True)
+    api = psutil.Process(service.proc.pid)
+    before = api.memory_info().rss
+    sessions = [_start(service, media), _start(service, media)]  # acme's limit is 2
+    try:
+        with open(huge, "rb") as f:
+            third = httpx.post(f"{service.base}/v1/live/sessions", headers=ACME, files={"face": ("huge.mp4", f)}, timeout=120)
+        assert third.status_code == 429 and "live sessions per tenant" in third.json()["detail"]
+        with open(huge, "rb") as f:  # globex may start one: scaled to 960x540, 240 frames = 187 MB > 160 MB
+            refused = httpx.post(f"{service.base}/v1/live/sessions", headers=GLOBEX, files={"face": ("huge.mp4", f)}, timeout=300)
+        assert refused.status_code == 422 and "LIPSYNC_LIVE_PRESENTER_MB" in refused.json()["detail"], refused.text
+        assert "960x540" in refused.json()["detail"] and "\n" not in refused.json()["detail"]
+    finally:
+        for s in sessions:
+            httpx.delete(f"{service.base}{s['links']['self']}", headers=ACME)
+    grown = api.memory_info().rss - before
+    assert grown < 400 * 2**20, f"the API grew by {grown / 2**20:.0f} MB"

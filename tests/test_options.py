@@ -66,7 +66,7 @@ def test_the_rest_form_and_the_web_ui_offer_every_job_option(tmp_path):
     from lipsync_triton.service.tenants import Tenants
     from lipsync_triton.service.ui import SignIns, build_ui
 
-    settings = Settings(data_dir=tmp_path, api_keys="acme:key")
+    settings = Settings(data_dir=tmp_path, api_keys="acme:key-acme-for-tests")
     client = TestClient(create_app(settings))
     spec = client.get("/openapi.json").json()
     fields = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]

@@ -20,7 +20,7 @@ from lipsync_triton.errors import LipsyncError
 from conftest import tone
 from service_harness import Service, submit, wait_for
 
-KEYS = "acme:key-acme,globex:key-globex"
+KEYS = "acme:key-acme-for-tests,globex:key-globex-for-tests"
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def _referring_files(target: Path, d: Path, read_from: Path | None = None) -> di
 def test_an_uploaded_playlist_or_script_cannot_read_another_tenants_files(service, media, tmp_path):
     """globex's presenter and speech lie in the service's storage; acme uploads files that name them."""
     storage = service.data_dir / "files"
-    with service.client("key-globex") as globex:
+    with service.client("key-globex-for-tests") as globex:
         victim = submit(globex, media["clip"], media["speech"])
     victim_files = sorted(p for p in storage.rglob("*") if p.is_file() and victim in str(p))
     assert victim_files, "globex's inputs are stored"
@@ -201,12 +201,12 @@ def test_parallel_submits_cannot_pass_the_active_job_limit_together(triton, medi
         env["LIPSYNC_DATABASE_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     try:
         with Service(tmp_path / "data", triton.grpc_url, keys=KEYS, extra_env=env) as svc:
-            singles = _race(svc.base, "key-acme", media, batch=False)
+            singles = _race(svc.base, "key-acme-for-tests", media, batch=False)
             assert sorted(singles) == [202] * 3 + [429] * 9, singles
-            assert _active(svc, "key-acme") == 3
-            batches = _race(svc.base, "key-globex", media, batch=True)
+            assert _active(svc, "key-acme-for-tests") == 3
+            batches = _race(svc.base, "key-globex-for-tests", media, batch=True)
             assert sorted(batches) == [202] + [429] * 3, batches
-            assert _active(svc, "key-globex") == 3
+            assert _active(svc, "key-globex-for-tests") == 3
             leftovers = [p for p in (svc.data_dir / "files").rglob("*") if p.is_file()]
             assert len(leftovers) == 2 * 3 + 2 * 3  # refused requests left no stored inputs behind
     finally:
@@ -267,6 +267,12 @@ def test_batch_archive_members_are_named_safely_whatever_the_manifest_says(trito
     ("http://127.0.0.1:9/admin/hooks/x", "a path outside the allowed prefix"),
     ("http://127.0.0.1:9/hooks/../admin", "a path that climbs out of the prefix"),
     ("http://127.0.0.1:9/hooks/%2e%2e/admin", "an encoded climb"),
+    ("http://127.0.0.1:9/hooks/..%2Fadmin", "an encoded separator after '..' (nginx routes it to /admin)"),
+    ("http://127.0.0.1:9/hooks/..%2fadmin", "the same, lower case"),
+    ("http://127.0.0.1:9/hooks/a%2F..%2F..%2Fadmin", "a climb made only of encoded separators"),
+    ("http://127.0.0.1:9/hooks/..\\admin", "a backslash (some servers read it as '/')"),
+    ("http://127.0.0.1:9/hooks/%252e%252e/admin", "a double-encoded climb"),
+    ("http://127.0.0.1:9/hooks/a%5C..%5Cadmin", "encoded backslashes"),
     ("https://127.0.0.1:9/hooks/x", "another scheme"),
     ("http://user:pass@127.0.0.1:9/hooks/x", "user info, which would become an Authorization header"),
     ("http://[::1/hooks", "a broken IPv6 literal (was a 500)"),
@@ -285,7 +291,7 @@ def test_webhook_urls_outside_the_allowed_prefixes_are_a_422(service, media, url
 def test_webhook_signatures_are_per_tenant_timestamped_and_refuse_replays(service):
     from lipsync_triton.service.webhooks import sign, verify_signature
 
-    with service.client() as acme, service.client("key-globex") as globex:
+    with service.client() as acme, service.client("key-globex-for-tests") as globex:
         mine, theirs = acme.get("/v1/webhook-secret").json()["secret"], globex.get("/v1/webhook-secret").json()["secret"]
     assert mine != theirs and "master-secret" not in (mine + theirs)
     body = b'{"event": "job.finished"}'
@@ -309,7 +315,7 @@ def test_nothing_is_stored_or_told_without_a_key(service):
     assert "127.0.0.1" not in json.dumps(ready)
     detailed = httpx.get(f"{service.base}/readyz", headers={"Authorization": "Bearer ops-key"}).json()
     assert detailed["checks"]["triton"]["detail"]
-    tenant_key = httpx.get(f"{service.base}/readyz", headers={"Authorization": "Bearer key-acme"}).json()
+    tenant_key = httpx.get(f"{service.base}/readyz", headers={"Authorization": "Bearer key-acme-for-tests"}).json()
     assert all(set(c) == {"ok"} for c in tenant_key["checks"].values())  # a tenant's key is not an operator's
 
 
@@ -332,7 +338,7 @@ def test_deeply_nested_json_is_a_422_and_a_500_still_carries_the_security_header
     from lipsync_triton.service.api import create_app
     from lipsync_triton.service.settings import Settings
 
-    app = create_app(Settings(data_dir=tmp_path, api_keys="acme:key-acme"))
+    app = create_app(Settings(data_dir=tmp_path, api_keys="acme:key-acme-for-tests"))
 
     @app.get("/test-only-crash")
     def crash():

@@ -77,11 +77,11 @@ def test_logs_are_json_lines_with_job_and_tenant(service):
     lines = [json.loads(line) for line in service.log.read_text().splitlines() if line.startswith("{")]
     done = [r for r in lines if r["event"] == "job_succeeded"]
     assert done and {"job", "tenant", "seconds", "frames"} <= set(done[0])
-    assert not any("key-acme" in line for line in service.log.read_text().splitlines())
+    assert not any("key-acme-for-tests" in line for line in service.log.read_text().splitlines())
 
 
 def test_tenants_never_see_each_other(service, media):
-    with service.client("key-acme") as acme, service.client("key-globex") as globex, service.client(None) as anonymous:
+    with service.client("key-acme-for-tests") as acme, service.client("key-globex-for-tests") as globex, service.client(None) as anonymous:
         job_id = submit(acme, media["clip"], media["speech"])
         wait_for(acme, job_id)
         with open(media["clip"], "rb") as f, open(media["speech"], "rb") as a:
@@ -93,7 +93,7 @@ def test_tenants_never_see_each_other(service, media):
                              ("GET", f"/v1/batches/{batch['id']}/archive")]:
             assert globex.request(method, path).status_code == 404, path
             assert anonymous.request(method, path).status_code == 401, path
-            assert acme.request(method, path, headers={"Authorization": "Bearer key-acme-wrong"}).status_code == 401
+            assert acme.request(method, path, headers={"Authorization": "Bearer key-acme-for-tests-wrong"}).status_code == 401
         assert job_id not in {j["id"] for j in globex.get("/v1/jobs").json()["jobs"]}
         assert acme.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"  # untouched by globex's delete
 
@@ -181,13 +181,13 @@ def test_fifty_concurrent_submissions_all_finish_once(service, tmp_path):
     speech = tone(tmp_path / "short.wav", 0.4)
 
     def one(_):
-        with service.client("key-globex") as api:
+        with service.client("key-globex-for-tests") as api:
             return submit(api, face, speech)
 
     with ThreadPoolExecutor(50) as pool:
         ids = list(pool.map(one, range(50)))
     assert len(set(ids)) == 50
-    with service.client("key-globex") as api:
+    with service.client("key-globex-for-tests") as api:
         views = [wait_for(api, job_id, timeout=600) for job_id in ids]
         listed = api.get("/v1/jobs", params={"limit": 200}).json()
     assert all(v["status"] == "succeeded" for v in views), [v["error"] for v in views if v["status"] != "succeeded"]
@@ -344,7 +344,7 @@ def test_webhooks_are_signed_per_tenant_and_only_go_to_allowed_urls(triton, medi
     try:
         with Service(tmp_path / "data", triton.grpc_url, extra_env=env) as svc, svc.client() as api:
             secret = api.get("/v1/webhook-secret").json()["secret"]
-            with svc.client("key-globex") as other:
+            with svc.client("key-globex-for-tests") as other:
                 assert other.get("/v1/webhook-secret").json()["secret"] != secret
             with open(media["clip"], "rb") as f, open(media["speech"], "rb") as a:
                 refused = api.post("/v1/jobs", files={"face": ("p.mp4", f), "audio": ("s.wav", a)},
@@ -456,7 +456,7 @@ def test_readyz_understands_dns_urls_as_the_helm_chart_gives_them(triton, tmp_pa
 def test_a_registered_presenter_is_tracked_once_and_its_jobs_skip_detection(service, media, tmp_path):
     import cv2
 
-    with service.client() as api, service.client("key-globex") as globex:
+    with service.client() as api, service.client("key-globex-for-tests") as globex:
         with open(media["clip"], "rb") as f:
             created = api.post("/v1/presenters", files={"face": ("anchor.mp4", f)}, data={"name": "Anchor desk"})
         assert created.status_code == 202, created.text

@@ -100,7 +100,7 @@ def test_inputs_by_url_only_from_the_tenants_own_prefix(scaled_service, s3_serve
                                              "audio_url": "s3://lipsync-test/service/tenants/acme/in/s.wav"})
         assert created.status_code == 202, created.text
         assert wait_for(api, created.json()["id"])["status"] == "succeeded"
-    with scaled_service.client("key-globex") as globex:
+    with scaled_service.client("key-globex-for-tests") as globex:
         refused = globex.post("/v1/jobs", data={"face_url": "s3://lipsync-test/service/tenants/acme/in/p.mp4",
                                                 "audio_url": "s3://lipsync-test/service/tenants/acme/in/s.wav"})
         assert refused.status_code == 403
@@ -124,7 +124,7 @@ def test_concurrent_clients_lose_and_duplicate_nothing_on_postgres_and_redis(sca
     from lipsync_triton.perf.workload import e2e_workload
 
     face, audio = e2e_workload(tmp_path / "media", 0.4, 160, 96)
-    report = run_service_load(scaled_service.base, "key-globex", face, audio, clients=20, timeout_s=600)
+    report = run_service_load(scaled_service.base, "key-globex-for-tests", face, audio, clients=20, timeout_s=600)
     assert report["jobs_submitted"] == 20 and report["submit_errors"] == 0
     assert report["final_states"] == {"succeeded": 20}
     assert report["lost"] == 0 and report["duplicated"] == 0 and report["not_final"] == 0
