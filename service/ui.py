@@ -3,7 +3,9 @@ has exactly the API's checks, limits and tenancy.
 
 Everything under /ui, Gradio's upload endpoint included, needs a sign-in with the tenant's name and
 API key (except in local-only mode): the key is kept in this process for the session and sent to
-the API on the user's behalf. Uploads obey the API's size limit and are deleted after an hour."""
+the API on the user's behalf. Uploads obey the API's size limit and are deleted after an hour; each
+is recorded with the user who sent it, and a function acts only on its caller's uploads (ui_guard.py:
+a path of the server's, another user's upload or a URL handed to a function is refused)."""
 from __future__ import annotations
 
 import json

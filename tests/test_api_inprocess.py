@@ -189,9 +189,9 @@ def test_the_web_uis_idle_queue_does_not_wake_the_api_every_millisecond(tmp_path
     """Gradio's queue looks for work every 1 ms when idle: 8% of a core and a thousand wake-ups a
     second of the event loop that serves the REST API too (strace on an idle `lipsync api`)."""
     from lipsync_triton.service.tenants import Tenants
-    from lipsync_triton.service.ui import QUEUE_IDLE_POLL_S, SignIns, build_ui
+    from lipsync_triton.service.ui import KEEP_S, QUEUE_IDLE_POLL_S, SignIns, UploadOwners, build_ui
 
-    ui = build_ui("http://127.0.0.1:9", SignIns(Tenants(Settings(data_dir=tmp_path, local_only=True))))
+    ui = build_ui("http://127.0.0.1:9", SignIns(Tenants(Settings(data_dir=tmp_path, local_only=True)), UploadOwners(KEEP_S)))
     assert ui._queue.sleep_when_free >= QUEUE_IDLE_POLL_S >= 0.01
     assert ui._queue.progress_update_sleep_when_free >= 0.1
 

@@ -64,7 +64,7 @@ def test_the_rest_form_and_the_web_ui_offer_every_job_option(tmp_path):
     from lipsync_triton.service.api import create_app
     from lipsync_triton.service.settings import Settings
     from lipsync_triton.service.tenants import Tenants
-    from lipsync_triton.service.ui import SignIns, build_ui
+    from lipsync_triton.service.ui import KEEP_S, SignIns, UploadOwners, build_ui
 
     settings = Settings(data_dir=tmp_path, api_keys="acme:key-acme-for-tests")
     client = TestClient(create_app(settings))
@@ -74,10 +74,10 @@ def test_the_rest_form_and_the_web_ui_offer_every_job_option(tmp_path):
         assert d.name in fields and fields[d.name].get("description") == d.spec.help, d.name
     too_big = {d.name: str(_out_of_bounds(d)[0]) for d in job_options() if _out_of_bounds(d)}
     for name, value in too_big.items():
-        answer = client.post("/v1/jobs", headers={"Authorization": "Bearer key"}, data={name: value})
+        answer = client.post("/v1/jobs", headers={"Authorization": "Bearer key-acme-for-tests"}, data={name: value})
         assert answer.status_code == 422 and answer.json()["detail"].startswith(f"option {name}"), (name, answer.text)
 
-    ui = build_ui("http://127.0.0.1:9", SignIns(Tenants(settings)))
+    ui = build_ui("http://127.0.0.1:9", SignIns(Tenants(settings), UploadOwners(KEEP_S)))
     controls = {block.elem_id: block for block in ui.blocks.values() if getattr(block, "elem_id", None)}
     for d in job_options():
         control = controls[f"opt-{d.name}"]
