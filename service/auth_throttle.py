@@ -11,7 +11,7 @@ import time
 import limits
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from starlette.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 MESSAGE = "too many failed sign-ins or API keys from your address: wait {seconds} s, then use a valid key"
 
@@ -32,9 +32,8 @@ class AuthThrottle:
         if self.limit is not None:
             self.window.hit(self.limit, client)
 
-    def refusal(self, client: str) -> JSONResponse | None:
-        """The 429 answer for `client`, or None when it may try."""
+    def check(self, client: str) -> None:
+        """HTTPException 429 (with Retry-After) while `client` is over its failures."""
         wait = self.retry_after(client)
-        if wait is None:
-            return None
-        return JSONResponse({"detail": MESSAGE.format(seconds=wait)}, status_code=429, headers={"Retry-After": str(wait)})
+        if wait is not None:
+            raise HTTPException(429, MESSAGE.format(seconds=wait), headers={"Retry-After": str(wait)})

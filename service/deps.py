@@ -20,7 +20,7 @@ from .db import end_session, new_session
 from .queue import JobQueue
 from .settings import Settings
 from .storage import Storage
-from .auth_throttle import MESSAGE as TOO_MANY_FAILURES, AuthThrottle
+from .auth_throttle import AuthThrottle
 from .tenants import Tenants
 
 
@@ -59,10 +59,7 @@ async def tenant(request: Request, svc: Annotated[Service, Depends(service)],
 def tenant_of(svc: Service, authorization: str | None, client: str) -> str:
     """The tenant whose key an Authorization header carries, or 401 (also for WebSockets); 429 while
     `client` (its address) has failed too often (auth_throttle.py)."""
-    wait = svc.throttle.retry_after(client)
-    if wait is not None:
-        raise HTTPException(429, TOO_MANY_FAILURES.format(seconds=wait),
-                            headers={"Retry-After": str(wait)})
+    svc.throttle.check(client)
     scheme, _, key = (authorization or "").partition(" ")
     found = svc.tenants.tenant_for(key.strip() if scheme.lower() == "bearer" else None)
     if found is None:

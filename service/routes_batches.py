@@ -21,7 +21,7 @@ from .jobs import (InputError, admit, batch_jobs, check_capacity, display_name, 
                    safe_name, tenant_batch)
 from .presenters import tenant_presenter, usable
 from .uploads import enqueue, only_fields, save
-from .zip_manifest import count_items, read_zip_batch
+from .zip_manifest import read_zip_batch
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -57,10 +57,9 @@ def submit_batch(svc: Svc, who: Tenant, db: DB, work: Work,
         for presenter, speech in zip(presenters, speeches):
             items.append((presenter, speech, presenter.name, shared, None))
     elif archive is not None:
-        zip_path = save(archive, work / "batch.zip")
-        check_capacity(db, who, svc.settings, adding=count_items(zip_path))  # before anything is extracted
-        for item in read_zip_batch(zip_path, work, int(svc.settings.max_upload_mb * 2**20),
-                                   int(svc.settings.max_archive_expanded_mb * 2**20)):
+        for item in read_zip_batch(save(archive, work / "batch.zip"), work, int(svc.settings.max_upload_mb * 2**20),
+                                   int(svc.settings.max_archive_expanded_mb * 2**20),
+                                   before_extracting=lambda count: check_capacity(db, who, svc.settings, adding=count)):
             items.append((item.face, item.audio, item.name, shared | item.options, item.error))
     elif faces and audio is not None:
         speech = save(audio, work / "audio")

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     workers: int = Field(2, description="jobs run at once per worker process (threads sharing the Triton server)")
     live_max_sessions_per_tenant: int = Field(2, ge=0, description="live sessions a tenant may have at once")
     live_max_sessions: int = Field(6, ge=0, description="live sessions one API process runs at once (with "
-                                   "LIVE_PRESENTER_MB, what bounds its memory)")
+                                   "LIPSYNC_LIVE_PRESENTER_MB, what bounds its memory)")
     live_max_frame_pixels: int = Field(1280 * 720, ge=1, description="a live presenter larger than this (width x height) is "
                                        "scaled down by a whole factor")
     live_presenter_mb: float = Field(160.0, gt=0, description="decoded presenter frames one live session may hold, in MB; "

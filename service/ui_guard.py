@@ -17,6 +17,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -163,9 +164,10 @@ class UiGuard:
             return await JSONResponse({"detail": "sign-in from another site is refused: open the UI's own page to sign in"},
                                       status_code=403)(scope, receive, send)
         client = request.client.host if request.client else ""
-        refused = self.throttle.refusal(client)
-        if refused is not None:
-            return await refused(scope, receive, send)
+        try:
+            self.throttle.check(client)
+        except HTTPException as refused:
+            return await JSONResponse({"detail": refused.detail}, refused.status_code, refused.headers)(scope, receive, send)
 
         async def send_lax(message):
             if message["type"] == "http.response.start":

@@ -4,7 +4,7 @@ naming members of the same archive.
 A ZIP is a few kilobytes that can claim terabytes, so nothing is trusted before it is bounded:
 - the manifest is streamed with a byte cap (MAX_MANIFEST_BYTES) and a row cap (MAX_ITEMS), never
   read whole;
-- `count_items` lets the caller check the tenant's job limit before anything is extracted;
+- the caller checks the tenant's job limit from the row count before anything is extracted;
 - each member's first bytes are sniffed (an accepted container of the right kind) before it is
   extracted, and each member is extracted at most once, however many rows name it;
 - every row's members count against one budget of expanded bytes (`budget_bytes`, each use counted,
@@ -21,7 +21,7 @@ import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Callable, Iterator
 
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.preprocessing.media_sniff import AUDIO, HEAD_BYTES, IMAGE, VIDEO, check_head
@@ -92,15 +92,6 @@ def _rows(archive: zipfile.ZipFile) -> Iterator[dict]:
         raw.close()
 
 
-def count_items(zip_path: Path) -> int:
-    """How many items the manifest lists (streamed and capped; nothing is extracted)."""
-    with _open_archive(zip_path) as archive:
-        count = sum(1 for _ in _rows(archive))
-    if not count:
-        raise InputError(f"{MANIFEST} needs a header row with face and audio columns and at least one item")
-    return count
-
-
 def _safe_member(archive: zipfile.ZipFile, name: str, max_bytes: int) -> zipfile.ZipInfo:
     path = PurePosixPath(name.replace("\\", "/"))
     if not name or path.is_absolute() or ".." in path.parts or ":" in path.parts[0]:
@@ -163,12 +154,15 @@ class _Extractor:
         return target, written
 
 
-def read_zip_batch(zip_path: Path, workdir: Path, max_bytes: int, budget_bytes: int) -> list[ZipItem]:
-    """The archive's items, members extracted into `workdir` (call `count_items` first to check limits)."""
+def read_zip_batch(zip_path: Path, workdir: Path, max_bytes: int, budget_bytes: int,
+                   before_extracting: Callable[[int], None] = lambda count: None) -> list[ZipItem]:
+    """The archive's items, members extracted into `workdir`. `before_extracting(item count)` runs
+    once the manifest is read and before any member is extracted (the caller's job limit)."""
     with _open_archive(zip_path) as archive:
         rows = list(_rows(archive))  # at most MAX_ITEMS rows of a capped manifest
         if not rows:
             raise InputError(f"{MANIFEST} needs a header row with face and audio columns and at least one item")
+        before_extracting(len(rows))
         extractor = _Extractor(archive, workdir, max_bytes, budget_bytes)
         items = []
         for number, row in enumerate(rows):
