@@ -102,6 +102,11 @@ class Endpoints:
         with self._lock:
             self._excluded.add(url)
 
+    def excluded_all(self) -> bool:
+        """Every known endpoint was excluded (none serves what this pool needs)."""
+        with self._lock:
+            return bool(self._urls) and set(self._urls) <= self._excluded
+
     def pick(self) -> tuple[str, float]:
         """(url, seconds until it is off the bench: 0 for a healthy one). The next healthy endpoint in
         turn; when all are benched, the one that comes back first."""

@@ -32,8 +32,9 @@ DETECTOR_OUTPUTS = ["scores", "boxes"]
 
 @dataclass(frozen=True)
 class TrackingSpec:
-    """Everything that decides a presenter's face boxes. It parameterises the tracking AND is the
-    presenter-cache key (with the video's hash), so the two can never drift."""
+    """Everything that decides a presenter's face boxes. It parameterises the tracking AND, but for
+    what is applied after the cache (pads, smoothing), is the presenter-cache key (with the video's
+    hash), so the two can never drift."""
 
     detector: str  # the served detector's identity (content hash its export wrote into the config)
     detector_size: tuple[int, int]  # H, W of the detector input
@@ -49,7 +50,10 @@ class TrackingSpec:
     motion: float = REFINE_MOTION  # a move (any box edge, fraction of the face height) that refines an interval
 
     def cache_key_fields(self) -> dict:
-        return asdict(self)
+        """The fields that decide the raw detections the cache stores: not pads or smoothing, which
+        `boxes_from_detections` applies to them on every use (a job with other pads hits the cache
+        that a presenter's registration filled)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("pads", "smooth")}
 
 
 class FixedBoxes:

@@ -102,7 +102,8 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
         # Frames stay I420 from decoder to encoder: only face boxes are converted (see preprocessing.i420).
         opened = start.submit(FrameSource, face, transform, static=opts.static, fps=opts.fps, pix_fmt="yuv420p",
                               limits=opts.limits)
-        ready = start.submit(pool.check_ready, (WAV2LIP_MODEL,) if opts.box else (WAV2LIP_MODEL, DETECTOR_MODEL))
+        ready = start.submit(pool.check_ready, (WAV2LIP_MODEL,) if opts.box else (WAV2LIP_MODEL, DETECTOR_MODEL),
+                             opts.server_wait_s)
         with timer.stage("mel"):
             mel = load_mel(audio, opts.limits)
         source, models = opened.result(), ready.result()
@@ -177,7 +178,7 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
         outfile=str(outfile), frames=n_out, video_fps=source.fps, width=source.width, height=source.height,
         seconds=round(seconds, 3), frames_per_second=round(n_out / seconds, 3), cache_hit=tracked.cache_hit,
         frames_without_face=tracked.filled, detector_requests=tracked.detector_requests, wav2lip_requests=wav_requests,
-        stages=timer.as_dict(), weights=models[WAV2LIP_MODEL].weights,
+        stages=timer.as_dict(), weights=models[WAV2LIP_MODEL].weights,  # every request went to servers of this model (pool pins it)
     )
     log.event("generated", outfile=str(outfile), frames=n_out, fps_out=source.fps, seconds=result.seconds,
               frames_per_s=result.frames_per_second, cache_hit=tracked.cache_hit, frames_without_face=tracked.filled,
@@ -197,7 +198,7 @@ def track_presenter(face: str | Path, urls: list[str] | str, options: GenerateOp
     pool = TritonPool(urls, retry_seconds=opts.retry_seconds, request_timeout=opts.request_timeout, cancel=job_cancel,
                       traceparent=opts.traceparent)
     source = FrameSource(face, transform, static=opts.static, fps=opts.fps, pix_fmt="yuv420p", limits=opts.limits)
-    models = pool.check_ready((WAV2LIP_MODEL, DETECTOR_MODEL))
+    models = pool.check_ready((WAV2LIP_MODEL, DETECTOR_MODEL), opts.server_wait_s)
     tracked = track_boxes(opts, source, pool, models, 1, FaceSelector.parse(opts.face_select), transform, job_cancel,
                      StageTimer(), None)
     try:

@@ -67,7 +67,8 @@ class GenerateOptions:
     cache_whole_video: bool = option(False, "detect faces on every presenter frame, not only those this speech uses, "
                                             "so any later speech hits the cache")
     # Set by programs (the job worker, benchmarks), not offered as flags:
-    retry_seconds: float = 120.0  # how long transient server errors are retried before the job fails
+    retry_seconds: float = 120.0  # how long a request retries servers that are down, counted from the last answer
+    server_wait_s: float = 0.0  # how long the start waits for a server that is down or loading its models (0: fail at once)
     request_timeout: float = 120.0  # one request's deadline (then it counts as a transient error)
     crf: int = 18
     preset: str = "veryfast"

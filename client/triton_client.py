@@ -2,9 +2,14 @@
 
 A worker process (job service, batch runner) gives a list of URLs (or `dns://NAME:PORT` for every
 pod behind a headless Service); each request goes to the next healthy endpoint in turn, and a
-transient failure (UNAVAILABLE, DEADLINE_EXCEEDED: a server restarting or overloaded) benches that
-endpoint with a bounded back-off and the request goes elsewhere, until `retry_seconds` have passed
-(see endpoints.py).
+transient failure (UNAVAILABLE, DEADLINE_EXCEEDED: a server restarting or overloaded; a server that
+answers while its models still load) benches that endpoint with a bounded back-off and the request
+goes elsewhere, until `retry_seconds` have passed since it was sent (see endpoints.py).
+
+One pool serves one model: the first readiness check pins each model's identity (the content hash
+`lipsync export` writes into its config), and an endpoint is used only after it showed the same
+one (checked again after it failed and every few seconds), so a rolling update never mixes two
+models within one video. When no endpoint serves the pinned model any more, `ModelChanged`.
 """
 from __future__ import annotations
 
@@ -17,13 +22,22 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from lipsync_triton import log
-from lipsync_triton.errors import Cancelled, LipsyncError, ServerUnavailable  # noqa: F401 (re-exported)
+from lipsync_triton.errors import Cancelled, LipsyncError, ModelChanged, ServerUnavailable  # noqa: F401 (re-exported)
 from .endpoints import BACKOFF_START_S, Endpoints
 from .in_flight import POLL_SECONDS, JobCancel
 
 WAV2LIP_MODEL = "wav2lip"
 DETECTOR_MODEL = "face_detector"
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
+# What Triton answers for a model it is (re)loading or has not loaded yet: unavailable, not the input's fault.
+MODEL_LOADING = ("unknown model", "no available versions", "is not ready", "not ready", "is not found")
+KEEPALIVE_MS = 10_000  # pings while a request waits: a vanished node is noticed in ~15 s, not at the request timeout
+KEEPALIVE_TIMEOUT_MS = 5_000
+# How long an endpoint's model identity is trusted before it is asked again (one small RPC): shorter
+# than any server restart, so a server that came back with another model between two requests
+# without a request failing is still noticed.
+VERIFY_EVERY_S = 1.0
+WAIT_MAX_PAUSE_S = 30.0
 LIVENESS_TIMEOUT_S = 15.0  # a saturated 2-core server can take seconds to answer; a closed port fails at once
 MODEL_SHA256_PARAMETER = "model_sha256"  # written by `lipsync export` into every config.pbtxt
 _NUMPY_TO_TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.uint8): "UINT8"}
@@ -56,14 +70,15 @@ def channel_args() -> list[tuple[str, int]]:
     back-off expired. A local subchannel pool gives each channel its own connection state (a new
     client connects at once), and the reconnect back-off is capped at the client's own first bench
     (endpoints.py), which decides when an endpoint is tried again."""
-    keepalive = grpcclient.KeepAliveOptions()
     backoff_ms = int(BACKOFF_START_S * 1000)
+    # Keepalive pings only while calls are in flight (an idle channel sends none, so a server's
+    # ping policy never closes it); the servers we start accept them (serving/server.py).
     return [("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
             ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
-            ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
-            ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
-            ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
-            ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.http2.max_pings_without_data", 0),
             ("grpc.use_local_subchannel_pool", 1),
             ("grpc.initial_reconnect_backoff_ms", backoff_ms),
             ("grpc.min_reconnect_backoff_ms", backoff_ms),
@@ -77,6 +92,13 @@ def new_client(url: str) -> grpcclient.InferenceServerClient:
 
 def _status(exc: InferenceServerException) -> str:
     return str(exc.status() or "")
+
+
+def is_unavailable(exc: InferenceServerException) -> bool:
+    """A failure a later try may not meet: the server down, restarting, overloaded, or loading models."""
+    message = (exc.message() or "").lower()
+    return (any(code in _status(exc) for code in RETRYABLE) or "socket closed" in message
+            or any(words in message for words in MODEL_LOADING))
 
 
 class TritonPool:
@@ -101,6 +123,9 @@ class TritonPool:
         # Triton request priority (1 = highest of the models' priority_levels; 0 = the model's default
         # level, where batch jobs run): live sessions use 1 so a batch job never starves them.
         self.priority = priority
+        self._pinned: dict[str, str] = {}  # model -> the identity every request must meet
+        self._verified_at: dict[str, float] = {}  # url -> when it last showed the pinned identities
+        self._verify_lock = threading.Lock()
 
     @property
     def urls(self) -> list[str]:
@@ -118,8 +143,25 @@ class TritonPool:
             clients[url] = new_client(url)
         return clients[url]
 
-    def check_ready(self, models: tuple[str, ...] = (WAV2LIP_MODEL, DETECTOR_MODEL)) -> dict[str, ModelInfo]:
-        """Fail fast with the URL named when no server answers or a model is missing."""
+    def check_ready(self, models: tuple[str, ...] = (WAV2LIP_MODEL, DETECTOR_MODEL), wait_s: float = 0.0) -> dict[str, ModelInfo]:
+        """The models' configurations from a server that has them ready. While none has (down,
+        restarting, still loading), wait up to `wait_s` with a pause growing to 30 s; then raise
+        ServerUnavailable naming the URLs (for the operator; the service words it for tenants)."""
+        deadline = time.monotonic() + wait_s
+        pause = 1.0
+        while True:
+            try:
+                return self._check_ready_once(models)
+            except ServerUnavailable as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                log.event("waiting_for_triton", detail=str(exc)[:300], left_s=round(left, 1))
+                if self.cancel.wait(min(pause, left)):
+                    raise Cancelled("job cancelled") from None
+                pause = min(pause * 2, WAIT_MAX_PAUSE_S)
+
+    def _check_ready_once(self, models: tuple[str, ...]) -> dict[str, ModelInfo]:
         reachable = []
         problems = []
         for url in self.urls:
@@ -136,20 +178,38 @@ class TritonPool:
                 self._forget(url)
                 continue
             missing = [m for m in models if not self._model_ready(client, m)]
-            if missing:
+            if missing:  # loading (a restart, a reload) or not in its repository: not usable now
                 problems.append(f"Triton at {url} has no ready model {', '.join(repr(m) for m in missing)}; "
-                                "serve a repository written by `lipsync export`")
-                self.endpoints.exclude(url)
+                                "it may still be loading (else serve a repository written by `lipsync export`)")
+                self.endpoints.failed(url)
                 continue
             reachable.append(url)
-            self.endpoints.ok(url)
         if not reachable:
             hint = "" if any("no ready model" in p for p in problems) else "; start one with `lipsync serve`"
             raise ServerUnavailable("; ".join(problems) + hint)
-        if problems:
-            log.event("servers_degraded", usable=",".join(reachable), problems="; ".join(problems))
         # Unreachable endpoints stay in the pool, benched with a back-off: a restarted one is used again.
-        client = self._client(reachable[0])
+        infos = self._model_infos(reachable[0], models)
+        with self._verify_lock:
+            for model, info in infos.items():
+                self._pinned.setdefault(model, info.identity)
+        usable = [url for url in reachable if self._verify_quietly(url)]
+        if not usable:
+            raise ModelChanged(f"no server serves the model this job started with any more ({self._pinned})")
+        if problems:
+            log.event("servers_degraded", usable=",".join(usable), problems="; ".join(problems))
+        for url in usable:
+            self.endpoints.ok(url)
+        return infos if reachable[0] in usable else self._model_infos(usable[0], models)
+
+    def _verify_quietly(self, url: str) -> bool:
+        try:
+            return self._verify(url)
+        except InferenceServerException:  # gone since it answered: benched, tried again later
+            self.endpoints.failed(url)
+            return False
+
+    def _model_infos(self, url: str, models: tuple[str, ...] | list[str]) -> dict[str, ModelInfo]:
+        client = self._client(url)
         infos = {}
         for model in models:
             cfg = client.get_model_config(model, as_json=True)["config"]
@@ -157,6 +217,23 @@ class TritonPool:
                                      {t["name"]: [int(d) for d in t["dims"]] for t in cfg["input"]},
                                      {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()})
         return infos
+
+    def _verify(self, url: str) -> bool:
+        """Whether `url` serves the pinned models (asked at most every VERIFY_EVERY_S); one that
+        serves others is dropped from this pool for good. Raises InferenceServerException when it
+        cannot be asked."""
+        with self._verify_lock:
+            if not self._pinned or time.monotonic() - self._verified_at.get(url, -VERIFY_EVERY_S) < VERIFY_EVERY_S:
+                return True
+            pinned = dict(self._pinned)
+        served = {model: info.identity for model, info in self._model_infos(url, list(pinned)).items()}
+        if served != pinned:
+            self.endpoints.exclude(url)
+            log.event("endpoint_model_differs", url=url, pinned=str(pinned), served=str(served), level="warning")
+            return False
+        with self._verify_lock:
+            self._verified_at[url] = time.monotonic()
+        return True
 
     @staticmethod
     def _model_ready(client: grpcclient.InferenceServerClient, model: str) -> bool:
@@ -179,6 +256,8 @@ class TritonPool:
         while True:
             if self.cancel.is_set():
                 raise Cancelled("job cancelled")
+            if self.endpoints.excluded_all():
+                raise ModelChanged(f"inference on {model}: every server now serves another model than the job started with")
             try:
                 url, wait = self.endpoints.pick()
             except OSError as exc:  # a dns:// name without addresses right now
@@ -190,15 +269,18 @@ class TritonPool:
                     raise Cancelled("job cancelled") from None
                 continue
             try:
+                if not self._verify(url):
+                    continue
                 result = self._infer_once(url, model, tensors, requested)
             except InferenceServerException as exc:
                 status = _status(exc)
-                retryable = any(code in status for code in RETRYABLE) or "Socket closed" in (exc.message() or "")
                 last_error = f"at {url} failed: {(exc.message() or status).splitlines()[0][:200]}"
-                if not retryable:
+                if not is_unavailable(exc):
                     raise LipsyncError(f"inference on {model} {last_error}") from None
                 backoff = self.endpoints.failed(url)
                 self._forget(url)
+                with self._verify_lock:
+                    self._verified_at.pop(url, None)  # it may come back with another model: ask before using it
                 log.event("retry", model=model, url=url, status=status, benched_s=round(backoff, 2))
                 if time.monotonic() > deadline:
                     raise ServerUnavailable(f"inference on {model} {last_error}") from None

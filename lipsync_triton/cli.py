@@ -10,7 +10,7 @@ import typing
 from contextlib import contextmanager
 from pathlib import Path
 
-from lipsync_triton.errors import LipsyncError
+from lipsync_triton.errors import Cancelled, LipsyncError
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -107,13 +107,17 @@ def _add_generate(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar, no logs")
 
 
-class LipsyncInterrupted(LipsyncError):
+class LipsyncInterrupted(Cancelled):
     """Stopped by a signal: the exit status is 128 + its number (130 for SIGINT, 143 for SIGTERM),
     as a shell reports a process killed by it, so job runners see why it stopped."""
 
     def __init__(self, message: str, signame: str = "SIGINT"):
         super().__init__(message)
-        self.exit_code = 128 + int(signal.Signals[signame])
+        self._status = 128 + int(signal.Signals[signame])
+
+    @property
+    def exit_code(self) -> int:
+        return self._status
 
 
 @contextmanager
@@ -319,13 +323,29 @@ def _add_retention(sub) -> None:
 
 
 def _run_retention(args) -> int:
-    from lipsync_triton.service.db import migrate
     from lipsync_triton.service.retention import expire_old
+    from lipsync_triton.service.schema import check_schema
     from lipsync_triton.service.settings import get_settings
 
     settings = get_settings()
-    migrate(settings.database)
+    check_schema(settings.database)
     print(expire_old(settings, args.days))
+    return 0
+
+
+def _add_migrate(sub) -> None:
+    sub.add_parser("migrate", help="bring the job database (LIPSYNC_DATABASE_URL) to this version's schema; safe to run "
+                                   "from several processes at once")
+
+
+def _run_migrate(_args) -> int:
+    from lipsync_triton.service.schema import current_revision, migrate
+    from lipsync_triton.service.settings import get_settings
+
+    settings = get_settings()
+    before = current_revision(settings.database)
+    after = migrate(settings.database)
+    print(f"job database schema: {before or 'empty'} -> {after}" if before != after else f"job database schema: {after} (current)")
     return 0
 
 
@@ -340,6 +360,7 @@ COMMANDS = {
     "worker": (_add_worker, _run_worker),
     "batch": (_add_batch, _run_batch),
     "retention": (_add_retention, _run_retention),
+    "migrate": (_add_migrate, _run_migrate),
 }
 
 

@@ -3,7 +3,7 @@
 
 A program that uses the Python API configures logging as usual (levels, handlers, or nothing: then
 events at INFO stay silent and only warnings reach stderr). The `lipsync` command and the service's
-processes call `configure`: `key=value` lines (logfmt, the CLI's default) or JSON lines
+processes call `configure`: `ts=... level=... event=...` lines (logfmt, the CLI's default) or JSON lines
 (`LIPSYNC_LOG_FORMAT=json`, the service's default) on stdout, for a container platform's collector.
 """
 from __future__ import annotations
@@ -27,7 +27,12 @@ def _fmt(value: Any) -> str:
 
 
 def _stamp(record: logging.LogRecord) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
+    """UTC with milliseconds and a Z: lines from several machines and time zones sort together."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+
+
+def _level(record: logging.LogRecord) -> str:
+    return record.levelname.lower()
 
 
 def _event(record: logging.LogRecord) -> str:
@@ -39,14 +44,15 @@ class LogfmtFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", {})
-        return " ".join([f"ts={_stamp(record)}", f"event={_event(record)}"] + [f"{k}={_fmt(v)}" for k, v in fields.items()])
+        return " ".join([f"ts={_stamp(record)}", f"level={_level(record)}", f"event={_event(record)}"] + [f"{k}={_fmt(v)}" for k, v in fields.items()])
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: {"ts", "event", ...fields}."""
+    """One JSON object per line: {"ts", "level", "event", ...fields}."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"ts": _stamp(record), "event": _event(record), **getattr(record, "fields", {})}, default=str)
+        return json.dumps({"ts": _stamp(record), "level": _level(record), "event": _event(record),
+                           **getattr(record, "fields", {})}, default=str)
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -80,9 +86,9 @@ def set_quiet(quiet: bool) -> None:
     LOGGER.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
-def event(name: str, **fields: Any) -> None:
-    """Log one event (INFO) with its fields."""
-    LOGGER.info(name, extra={"event": name, "fields": fields})
+def event(name: str, level: str = "info", **fields: Any) -> None:
+    """Log one event with its fields (`level`: "info", "warning" or "error")."""
+    LOGGER.log(logging.getLevelName(level.upper()), name, extra={"event": name, "fields": fields})
 
 
 def warn(message: str, **fields: Any) -> None:

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lipsync_triton.errors import LipsyncError
+from lipsync_triton.errors import LipsyncError, TooLarge
 
 # Self-contained containers (none refers to another file: mov's external data references stay
 # disabled, ffmpeg's default). Video: mp4/mov, Matroska/WebM, AVI, MPEG-TS, FLV, GIF. Audio: WAV,
@@ -89,5 +89,5 @@ class MediaLimits:
             raise MediaTooLong(f"{what} lasts {seconds:.0f} s; the limit is {self.max_seconds:.0f} s (LIPSYNC_MAX_MEDIA_SECONDS)")
 
 
-class MediaTooLong(LipsyncError):
-    """A file longer than the length limit (the service answers 413)."""
+class MediaTooLong(TooLarge):
+    """A file longer than the length limit (the service answers 413: errors.HTTP_STATUS)."""

@@ -13,18 +13,18 @@ from fastapi_offline import FastAPIOffline
 from starlette.datastructures import MutableHeaders
 
 from lipsync_triton import log
-from lipsync_triton.errors import LipsyncError
+from lipsync_triton.errors import LipsyncError, http_status
 from . import routes_batches, routes_health, routes_jobs, routes_live, routes_presenters
 from .live_sessions import LiveHub
 from .auth_throttle import AuthThrottle
 from .body_limit import BodyLimit
 from .deps import Service
-from .jobs import InputError
 from .metrics import registry_for
 from .queue import JobQueue
 from .settings import Settings, get_settings
 from .storage import Storage
 from .tenants import Tenants
+from .user_errors import tenant_message
 
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "SAMEORIGIN",
                     "Referrer-Policy": "no-referrer", "Cross-Origin-Opener-Policy": "same-origin"}
@@ -53,13 +53,12 @@ class SecurityHeaders:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(InputError)
-    def input_error(_request: Request, exc: InputError):
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
-
     @app.exception_handler(LipsyncError)
     def lipsync_error(_request: Request, exc: LipsyncError):
-        return JSONResponse({"detail": str(exc).splitlines()[0]}, status_code=422)
+        """Every refusal by its cause (errors.HTTP_STATUS); a dependency down is a 503 worth retrying."""
+        status = http_status(exc)
+        headers = {"Retry-After": "30"} if status == 503 else None
+        return JSONResponse({"detail": tenant_message(exc)}, status_code=status, headers=headers)
 
     @app.exception_handler(RecursionError)
     def too_deep(_request: Request, _exc: RecursionError):

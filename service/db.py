@@ -1,5 +1,5 @@
 """Job state in SQL (SQLite by default, PostgreSQL for scale-out) through SQLAlchemy; the schema is
-owned by the Alembic migrations in `migrations/` (applied by `migrate()` at start)."""
+owned by the Alembic migrations in `migrations/` (applied by `schema.migrate`: `lipsync migrate`)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,10 +9,9 @@ import uuid
 from enum import StrEnum
 from contextlib import contextmanager
 from functools import lru_cache
-from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event, text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -28,8 +27,24 @@ class JobStatus(StrEnum):
     EXPIRED = "expired"
 
 
+    def can_become(self, other: "JobStatus") -> bool:
+        """The one table of a job's life (lifecycle.transition refuses anything else)."""
+        return other in _NEXT[self]
+
+
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 FINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
+COUNTED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)  # finished_counts' outcomes
+_NEXT: dict[JobStatus, frozenset[JobStatus]] = {
+    # queued -> failed: the outage budget ran out before a worker could start it
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
+    # running -> queued: handed back (worker stopping or presumed dead, a retry, a model update)
+    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}),
+    JobStatus.SUCCEEDED: frozenset({JobStatus.EXPIRED}),
+    JobStatus.FAILED: frozenset({JobStatus.EXPIRED}),
+    JobStatus.CANCELLED: frozenset({JobStatus.EXPIRED}),
+    JobStatus.EXPIRED: frozenset(),
+}
 
 
 def utcnow() -> dt.datetime:
@@ -125,16 +140,40 @@ class FinishedCount(Base):
     queue_s: Mapped[float] = mapped_column(Float, default=0.0)
 
 
-def count_finished(session: Session, tenant: str, status: str, run_s: float | None = None, queue_s: float | None = None) -> None:
-    """Add one finished job to the counters, in the caller's transaction (the one that finished it)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
+class Sweep(Base):
+    """When a deployment-wide sweep last ran: of all workers, the one whose conditional UPDATE moves
+    `last_run_at` forward runs it (`claim_sweep`)."""
+
+    __tablename__ = "sweeps"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    last_run_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+def claim_sweep(url: str, name: str, every_s: float) -> bool:
+    """True for exactly one caller per `every_s` across every process sharing the database."""
+    now = utcnow()
+    with session_scope(url) as s:
+        if s.get(Sweep, name) is None:
+            s.execute(_upsert(s, Sweep.__table__).values(name=name, last_run_at=dt.datetime(2000, 1, 1))
+                      .on_conflict_do_nothing(index_elements=["name"]))
+        return s.execute(update(Sweep).where(Sweep.name == name, Sweep.last_run_at <= now - dt.timedelta(seconds=every_s))
+                         .values(last_run_at=now).execution_options(synchronize_session=False)).rowcount == 1
+
+
+def _upsert(session: Session, table):
+    if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def count_finished(session: Session, tenant: str, status: str, run_s: float | None = None, queue_s: float | None = None) -> None:
+    """Add one finished job to the counters, in the caller's transaction (the one that finished it)."""
     row = {"tenant": tenant, "status": str(status), "jobs": 1, "run_s": run_s or 0.0, "queue_s": queue_s or 0.0}
     table = FinishedCount.__table__
-    statement = insert(table).values(**row)
+    statement = _upsert(session, table).values(**row)
     session.execute(statement.on_conflict_do_update(
         index_elements=["tenant", "status"],
         set_={"jobs": table.c.jobs + 1, "run_s": table.c.run_s + row["run_s"], "queue_s": table.c.queue_s + row["queue_s"]}))
@@ -225,14 +264,3 @@ def session_scope(url: str) -> Iterator[Session]:
         end_session(session, succeeded=False)
         raise
     end_session(session, succeeded=True)
-
-
-def migrate(url: str) -> None:
-    """Bring the schema to the newest Alembic revision (idempotent)."""
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, "head")

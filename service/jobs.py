@@ -5,25 +5,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from lipsync_triton.errors import LipsyncError
+from lipsync_triton.errors import InputError, LimitExceeded, LipsyncError, NotFound
 from lipsync_triton.preprocessing.media_sniff import AUDIO, IMAGE, VIDEO, check_upload
 from lipsync_triton.tracing import new_traceparent, trace_id
 from .db import ACTIVE, Batch, Job, JobStatus, Presenter, PresenterStatus, count_finished, new_id, tenant_admission, utcnow
 from . import storage_keys as keys
 from .job_options import JobOptions
+from .lifecycle import transition
 from .settings import Settings
 from .storage import Storage
 
-
-class InputError(LipsyncError):
-    """A request the service must refuse (HTTP 4xx)."""
-
-    def __init__(self, message: str, status: int = 422):
-        super().__init__(message)
-        self.status = status
 
 
 def safe_name(text: str | None, fallback: str) -> str:
@@ -66,9 +60,9 @@ def check_capacity(session: Session, tenant: str, settings: Settings, adding: in
     prepared (`admit` and presenter registration call it under the tenant's admission lock)."""
     active = session.connection().scalar(_COUNT_ACTIVE, {"tenant": tenant})
     if active + adding > settings.max_active_jobs_per_tenant:
-        raise InputError(f"{active} jobs or presenter preparations already queued or running; the limit is "
+        raise LimitExceeded(f"{active} jobs or presenter preparations already queued or running; the limit is "
                          f"{settings.max_active_jobs_per_tenant} per tenant (LIPSYNC_MAX_ACTIVE_JOBS_PER_TENANT): "
-                         "wait for some to finish", 429)
+                         "wait for some to finish")
 
 
 def admit(session: Session, storage: Storage, settings: Settings, tenant: str, jobs: list[Job],
@@ -100,7 +94,7 @@ def admit(session: Session, storage: Storage, settings: Settings, tenant: str, j
                     if job.status == JobStatus.FAILED:  # a batch item refused on arrival
                         count_finished(session, tenant, job.status)
             session.commit()
-    except InputError:
+    except LipsyncError:  # over the limit (429) or a bad item: nothing is kept
         discard_inputs()
         raise
     if earlier is not None:
@@ -173,7 +167,7 @@ def tenant_owned(session: Session, model, tenant: str, row_id: str, what: str):
     indistinguishable from a missing one."""
     row = session.get(model, row_id) if re.fullmatch(r"[0-9a-f]{32}", row_id or "") else None
     if row is None or row.tenant != tenant:
-        raise InputError(f"no {what} {(row_id or '')[:40]}", 404)
+        raise NotFound(f"no {what} {(row_id or '')[:40]}")
     return row
 
 
@@ -212,9 +206,10 @@ def job_view(job: Job) -> dict:
 
 
 def request_cancel(session: Session, job: Job) -> None:
-    """A queued job is cancelled at once; a running one within seconds (its worker polls the flag)."""
+    """A queued job is cancelled at once; a running one within seconds (its worker polls the flag).
+    `job` is refreshed with what the database holds afterwards."""
     if job.status == JobStatus.QUEUED:
-        job.status, job.finished_at = JobStatus.CANCELLED, utcnow()
-        count_finished(session, job.tenant, job.status)
-    elif job.status == JobStatus.RUNNING:
-        job.cancel_requested = True
+        transition(session, job.id, JobStatus.CANCELLED, expect=JobStatus.QUEUED, tenant=job.tenant)
+    session.execute(update(Job).where(Job.id == job.id, Job.status == JobStatus.RUNNING).values(cancel_requested=True)
+                    .execution_options(synchronize_session=False))
+    session.refresh(job)

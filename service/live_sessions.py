@@ -25,8 +25,8 @@ from aiortc.mediastreams import MediaStreamError
 from lipsync_triton import log
 from lipsync_triton.client.live import LiveFrame, LivePresenter, LiveSession, is_loud
 from lipsync_triton.preprocessing.mel import SAMPLE_RATE
+from lipsync_triton.errors import Conflict, InputError, LimitExceeded, NotFound
 from .db import new_id
-from .jobs import InputError
 from .settings import Settings
 
 VIDEO_CLOCK = 90000
@@ -104,7 +104,7 @@ class LiveHub:
     def get(self, tenant: str, session_id: str) -> LiveEntry:
         entry = self.sessions.get(session_id)
         if entry is None or entry.tenant != tenant:  # another tenant's session looks like a missing one
-            raise InputError(f"no live session {session_id[:40]}", 404)
+            raise NotFound(f"no live session {session_id[:40]}")
         return entry
 
     def reserve(self, tenant: str) -> None:
@@ -113,11 +113,11 @@ class LiveHub:
         Runs on the event loop, so a check and its reservation are one step."""
         mine = sum(e.tenant == tenant for e in self.sessions.values()) + self._pending.get(tenant, 0)
         if mine >= self.settings.live_max_sessions_per_tenant:
-            raise InputError(f"the limit is {self.settings.live_max_sessions_per_tenant} live sessions per tenant; "
-                             "end one (DELETE /v1/live/sessions/<id>) first", 429)
+            raise LimitExceeded(f"the limit is {self.settings.live_max_sessions_per_tenant} live sessions per tenant; "
+                             "end one (DELETE /v1/live/sessions/<id>) first")
         if len(self.sessions) + sum(self._pending.values()) >= self.settings.live_max_sessions:
-            raise InputError(f"this server runs its limit of {self.settings.live_max_sessions} live sessions "
-                             "(LIPSYNC_LIVE_MAX_SESSIONS); try again when one has ended", 429)
+            raise LimitExceeded(f"this server runs its limit of {self.settings.live_max_sessions} live sessions "
+                             "(LIPSYNC_LIVE_MAX_SESSIONS); try again when one has ended")
         self._pending[tenant] = self._pending.get(tenant, 0) + 1
 
     def release(self, tenant: str) -> None:
@@ -141,7 +141,7 @@ class LiveHub:
         """The WebRTC answer to a browser's (or any peer's) offer: our video and audio go out; a
         microphone track that comes in is pushed into the session like WebSocket speech."""
         if entry.pc is not None:
-            raise InputError("this live session already has a peer; start another session", 409)
+            raise Conflict("this live session already has a peer; start another session")
         if kind != "offer" or not sdp.startswith("v=0"):
             raise InputError("send a WebRTC offer: {\"type\": \"offer\", \"sdp\": \"v=0...\"}")
         config = RTCConfiguration([RTCIceServer(**server) for server in self.ice_servers()]) if self.ice_servers() else None

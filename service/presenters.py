@@ -3,23 +3,22 @@ the workers' presenter cache), then named by jobs and batches as `presenter_id` 
 uploaded again. Listed, deleted and expired per tenant like jobs."""
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lipsync_triton import log
-from lipsync_triton.client.generate import GenerateOptions, track_presenter
-from lipsync_triton.errors import LipsyncError, TransientError
+from lipsync_triton.client.generate import track_presenter
+from lipsync_triton.errors import Cancelled, Conflict, InputError, LimitExceeded, LipsyncError, Unavailable
 from lipsync_triton.preprocessing.media_sniff import IMAGE, VIDEO, check_upload
 from . import storage_keys as keys
 from .db import ACTIVE, Job, Presenter, PresenterStatus, new_id, session_scope, tenant_admission, utcnow
-from .jobs import InputError, _iso, check_capacity, tenant_owned
+from .jobs import _iso, check_capacity, tenant_owned
 from .settings import Settings
 from .storage import Storage
-from .user_errors import user_facing
+from .user_errors import tenant_message
+from .worker_context import context_for
 
 
 def register(session: Session, storage: Storage, settings: Settings, tenant: str, face: Path, name: str) -> Presenter:
@@ -55,13 +54,13 @@ def check_presenter_quota(session: Session, tenant: str, settings: Settings, add
     count, stored = session.execute(select(func.count(), func.coalesce(func.sum(Presenter.bytes), 0))
                                     .where(Presenter.tenant == tenant)).one()
     if count + 1 > settings.max_presenters_per_tenant:
-        raise InputError(f"you have {count} presenters; the limit is {settings.max_presenters_per_tenant} per tenant "
-                         "(LIPSYNC_MAX_PRESENTERS_PER_TENANT): delete one you no longer use", 429)
+        raise LimitExceeded(f"you have {count} presenters; the limit is {settings.max_presenters_per_tenant} per tenant "
+                         "(LIPSYNC_MAX_PRESENTERS_PER_TENANT): delete one you no longer use")
     quota = int(settings.max_presenter_mb_per_tenant * 2**20)
     if stored + adding_bytes > quota:
-        raise InputError(f"your presenters would take {(stored + adding_bytes) / 2**20:.0f} MB; the limit is "
+        raise LimitExceeded(f"your presenters would take {(stored + adding_bytes) / 2**20:.0f} MB; the limit is "
                          f"{settings.max_presenter_mb_per_tenant:g} MB per tenant (LIPSYNC_MAX_PRESENTER_MB_PER_TENANT): "
-                         "delete presenters you no longer use or upload a shorter or smaller video", 429)
+                         "delete presenters you no longer use or upload a shorter or smaller video")
 
 
 def tenant_presenter(session: Session, tenant: str, presenter_id: str) -> Presenter:
@@ -85,7 +84,7 @@ def delete(session: Session, storage: Storage, presenter: Presenter) -> None:
     """Delete it and its file; refused while queued or running jobs still read it."""
     active = session.scalar(select(func.count()).select_from(Job).where(Job.presenter_id == presenter.id, Job.status.in_(ACTIVE)))
     if active:
-        raise InputError(f"presenter {presenter.id} is used by {active} queued or running jobs; cancel them or wait", 409)
+        raise Conflict(f"presenter {presenter.id} is used by {active} queued or running jobs; cancel them or wait")
     storage.delete(keys.presenter_face(presenter.tenant, presenter.id))
     session.delete(presenter)
     session.commit()
@@ -93,27 +92,23 @@ def delete(session: Session, storage: Storage, presenter: Presenter) -> None:
 
 def prepare(presenter_id: str, settings: Settings) -> None:
     """The worker's task: track the presenter's faces into this worker's presenter cache. A face-less
-    or unreadable presenter is marked failed with one line; Triton being down is retried by the queue."""
-    storage = Storage(settings.storage, settings.s3_endpoint_url)
+    or unreadable presenter is marked failed with one line; Triton being down is waited out (the
+    outage budget), then retried by the queue."""
+    context = context_for(settings)
     with session_scope(settings.database) as s:
         presenter = s.get(Presenter, presenter_id)
         if presenter is None:
             return  # deleted meanwhile
         face_key, name = presenter.face_key, presenter.name
-    (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="presenter-", dir=settings.data_dir / "tmp"))
     status, frames, error = PresenterStatus.READY, None, None
-    try:
-        storage.get_file(face_key, work / "face")
-        options = GenerateOptions(cache_dir=settings.data_dir / "presenters", retry_seconds=settings.triton_retry_s,
-                                  limits=settings.media_limits)
-        frames = track_presenter(work / "face", settings.triton, options)
-    except TransientError:
-        raise
-    except LipsyncError as exc:
-        status, error = PresenterStatus.FAILED, user_facing(str(exc).splitlines()[0], work, name)[:500]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with context.work_dir("presenter-") as work:
+        try:
+            context.storage.get_file(face_key, work / "face")
+            frames = track_presenter(work / "face", settings.triton, context.generate_options())
+        except (Unavailable, Cancelled):
+            raise
+        except LipsyncError as exc:
+            status, error = PresenterStatus.FAILED, tenant_message(exc, work, name)[:500]
     with session_scope(settings.database) as s:
         presenter = s.get(Presenter, presenter_id)
         if presenter is not None:

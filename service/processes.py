@@ -3,8 +3,9 @@
 `lipsync api` runs the REST API and web UI (uvicorn) in the main process and starts its worker
 processes (and, with --model-repository, the embedded tritonserver) as children that get SIGTERM
 if it dies. A worker runs jobs on threads from the Huey queue, waits for Triton's models before
-taking work, re-queues jobs whose worker died (no heartbeat), and on shutdown hands its running
-jobs back to the queue."""
+taking work (worker_context.TritonGate), runs the deployment's sweeps (sweeps.py), and on shutdown
+hands its running jobs back to the queue. Only `lipsync migrate` and `lipsync api` (unless
+LIPSYNC_AUTO_MIGRATE=false) change the database's schema; a worker checks it."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,13 +21,11 @@ from lipsync_triton import log
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.process_guard import guarded_server, niced
 from .queue import JobQueue
-from .readiness import triton_ready
-from .retention import requeue_stale
 from .settings import Settings, get_settings
 from .slow_clients import slow_client_protocol
 from .tenants import Tenants, is_loopback
 
-MODEL_WAIT_LOG_S = 10.0
+SCHEMA_WAIT_S = 120.0  # a worker started beside a migration waits for it this long
 
 
 def _service_settings(triton_urls: list[str] | None) -> Settings:
@@ -43,7 +41,7 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
     import uvicorn
 
     from .api import create_app
-    from .db import migrate
+    from .schema import check_schema, migrate
 
     server = None
     if model_repository is not None:
@@ -55,7 +53,7 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
         triton_urls = [server.grpc_url]
     settings = _service_settings(triton_urls)
     Tenants(settings).check_startup(host, settings.local_only)
-    migrate(settings.database)
+    migrate(settings.database) if settings.auto_migrate else check_schema(settings.database)
     count = settings.worker_processes if worker_processes is None else worker_processes
     # Workers read the same environment, told the Triton URLs this command was given.
     worker_env = {**os.environ, "LIPSYNC_TRITON_URLS": settings.triton_urls,
@@ -144,41 +142,22 @@ def _uvicorn_server():
     return Server
 
 
-def _wait_for_models(settings: Settings, stop: threading.Event) -> None:
-    last_log = 0.0
-    while not stop.is_set():
-        ok, detail, _ = triton_ready(settings.triton)
-        if ok:
-            return
-        if time.monotonic() - last_log > MODEL_WAIT_LOG_S:
-            log.event("worker_waiting_for_models", detail=detail)
-            last_log = time.monotonic()
-        stop.wait(1.0)
-
-
-def _sweep_stale(queue: JobQueue, stop: threading.Event) -> None:
-    settings = queue.settings
-    while not stop.wait(max(0.5, settings.stale_job_s / 3)):
-        try:
-            requeue_stale(settings, queue)
-        except Exception as exc:  # a database restart: try again next sweep
-            log.event("stale_sweep_failed", error=str(exc).splitlines()[0][:200])
-
-
 def run_worker(threads: int | None = None) -> int:
-    from .db import migrate
     from .runner import release_active_runs
+    from .schema import wait_for_schema
+    from .sweeps import run_sweeper
+    from .worker_context import context_for
 
     settings = _service_settings(None)
     queue = JobQueue(settings)
-    migrate(settings.database)
+    wait_for_schema(settings.database, SCHEMA_WAIT_S)  # `lipsync migrate` (or `lipsync api`) migrates, never a worker
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    _wait_for_models(settings, stop)
+    context_for(settings).gate.wait(stop)
     signal.signal(signal.SIGTERM, previous)
     if stop.is_set():
         return 0
-    sweeper = threading.Thread(target=_sweep_stale, args=(queue, stop), name="stale-sweep", daemon=True)
+    sweeper = threading.Thread(target=run_sweeper, args=(queue, stop), name="sweeper", daemon=True)
     sweeper.start()
     log.event("worker_started", threads=threads or settings.workers, pid=os.getpid())
     # With a drain time, SIGTERM is Huey's graceful stop: no new task, running ones finish (up to the

@@ -13,11 +13,11 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 
-from lipsync_triton.errors import LipsyncError
+from lipsync_triton.errors import Conflict, InputError, LipsyncError
 from .db import FINAL, JobStatus, Presenter
 from .deps import DB, Svc, Tenant, Work
 from .job_options import JobOptions
-from .jobs import (InputError, admit, batch_jobs, check_capacity, display_name, failed_job, job_view, new_batch, new_job,
+from .jobs import (admit, batch_jobs, check_capacity, display_name, failed_job, job_view, new_batch, new_job,
                    safe_name, tenant_batch)
 from .presenters import tenant_presenter, usable
 from .uploads import enqueue, only_fields, save
@@ -108,7 +108,7 @@ def get_batch_archive(batch_id: str, svc: Svc, who: Tenant, db: DB):
     batch = tenant_batch(db, who, batch_id)
     finished = [j for j in batch_jobs(db, batch.id) if j.status == JobStatus.SUCCEEDED and j.result_key]
     if not finished:
-        raise InputError(f"batch {batch.id} has no finished result yet", 409)
+        raise Conflict(f"batch {batch.id} has no finished result yet")
     base = svc.settings.data_dir / "tmp"
     base.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(prefix="archive-", suffix=".zip", dir=base, delete=False)

@@ -1,6 +1,7 @@
 """What operators and load balancers ask: /healthz, /readyz, /metrics (details and per-tenant series
 only with the operators' key), and a tenant's webhook secret."""
 from __future__ import annotations
+from lipsync_triton.errors import NotFound
 
 from typing import Annotated
 
@@ -9,7 +10,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .deps import Svc, Tenant
-from .jobs import InputError
 from .readiness import check_all
 from .webhooks import tenant_secret
 
@@ -43,6 +43,6 @@ def metrics(svc: Svc, authorization: Annotated[str | None, Header()] = None):
 @router.get("/v1/webhook-secret", summary="Your tenant's secret for verifying webhook signatures", tags=["webhooks"])
 def webhook_secret(svc: Svc, who: Tenant):
     if not svc.settings.webhook_secret:
-        raise InputError("webhooks are off on this service (the operator sets LIPSYNC_WEBHOOK_SECRET)", 404)
+        raise NotFound("webhooks are off on this service (the operator sets LIPSYNC_WEBHOOK_SECRET)")
     return {"secret": tenant_secret(svc.settings.webhook_secret, who), "header": "X-Lipsync-Signature",
             "scheme": "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, '<t>.' + body)>"}

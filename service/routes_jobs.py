@@ -17,7 +17,8 @@ from .db import Job, JobStatus, session_scope
 from .deps import DB, Service, Svc, Tenant, request_folder
 from .job_options import OPTION_NAMES, JobOptions
 from lipsync_triton.tracing import valid_traceparent
-from .jobs import (InputError, admit, check_idempotency_key, display_name, job_for_key, job_view, new_job,
+from lipsync_triton.errors import Conflict, Gone, InputError
+from .jobs import (admit, check_idempotency_key, display_name, job_for_key, job_view, new_job,
                    request_cancel, tenant_job)
 from .presenters import tenant_presenter, usable
 from .uploads import enqueue, fetch_url, refuse_unknown_fields, save
@@ -55,13 +56,13 @@ async def submission(request: Request, _: Tenant) -> Submission:
     text: dict[str, str] = {}
     for name, value in form.multi_items():
         if (name in files or name in text) and value not in (None, ""):
-            raise InputError(f"field {name!r} given twice; send it once", 422)
+            raise InputError(f"field {name!r} given twice; send it once")
         if name in FILE_FIELDS:
             if not isinstance(value, UploadFile):
-                raise InputError(f"field {name!r} must be a file upload", 422)
+                raise InputError(f"field {name!r} must be a file upload")
             files[name] = value
         elif isinstance(value, UploadFile):
-            raise InputError(f"field {name!r} must be text, not a file", 422)
+            raise InputError(f"field {name!r} must be text, not a file")
         elif value != "":
             text[name] = value
     options = JobOptions.parse({k: v for k, v in text.items() if k in OPTION_NAMES})
@@ -137,9 +138,9 @@ def get_job(job_id: str, who: Tenant, db: DB):
 
 def served_file(svc: Svc, key: str | None, job: Job, media_type: str, filename: str) -> FileResponse:
     if job.status == JobStatus.EXPIRED:
-        raise InputError("the job's files were deleted by the retention policy", 410)
+        raise Gone("the job's files were deleted by the retention policy")
     if job.status != JobStatus.SUCCEEDED or not key:
-        raise InputError(f"job {job.id} has no result yet (status {job.status})", 409)
+        raise Conflict(f"job {job.id} has no result yet (status {job.status})")
     path = svc.storage.local_path(key)
     if path is None:  # object storage: a local copy, fetched once, served with range support
         path = svc.settings.data_dir / "cache" / key
@@ -149,7 +150,7 @@ def served_file(svc: Svc, key: str | None, job: Job, media_type: str, filename: 
             svc.storage.get_file(key, tmp)
             tmp.replace(path)
     if not path.exists():
-        raise InputError(f"job {job.id}'s file is missing from storage", 410)
+        raise Gone(f"job {job.id}'s file is missing from storage")
     return FileResponse(path, media_type=media_type, filename=filename)
 
 

@@ -2,7 +2,6 @@
 WebSocket or from the browser's microphone; /live: the page."""
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -12,16 +11,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
 from lipsync_triton.client.live import LIVE_PRIORITY, LivePresenter, pcm16
-from lipsync_triton.client.options import GenerateOptions
 from lipsync_triton.client.triton_client import TritonPool
-from lipsync_triton.errors import LipsyncError
+from lipsync_triton.errors import InputError, LipsyncError, Unavailable, first_line
 from .db import session_scope
 from .deps import Svc, Tenant, tenant_of
-from .jobs import InputError
 from .live_sessions import LiveHub, control_message
 from .presenters import tenant_presenter, usable
 from .uploads import save
 from .user_errors import user_facing
+from .worker_context import context_for
 
 router = APIRouter(tags=["live"])
 PAGE = Path(__file__).with_name("static") / "live.html"
@@ -39,9 +37,8 @@ Hub = Annotated[LiveHub, Depends(hub)]
 def _prepare(svc, who: str, presenter_id: str | None, face: UploadFile | None, pool: TritonPool) -> LivePresenter:
     """The presenter's frames, boxes and crops (blocking: decode + face tracking through Triton)."""
     settings = svc.settings
-    (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="live-", dir=settings.data_dir / "tmp"))
-    try:
+    context = context_for(settings)
+    with context.work_dir("live-") as work:
         if presenter_id:
             with session_scope(settings.database) as s:
                 found = usable(tenant_presenter(s, who, presenter_id))
@@ -52,15 +49,14 @@ def _prepare(svc, who: str, presenter_id: str | None, face: UploadFile | None, p
             save(face, work / "face")
         else:
             raise InputError("send a presenter_id or a face upload")
-        options = GenerateOptions(cache_dir=settings.data_dir / "presenters", limits=settings.media_limits)
-        try:
-            return LivePresenter.load(work / "face", pool, options, max_seconds=settings.live_presenter_seconds,
+        try:  # the session's own pool decides retries (live never waits for a server)
+            return LivePresenter.load(work / "face", pool, context.generate_options(), max_seconds=settings.live_presenter_seconds,
                                       fps=settings.live_fps, max_pixels=settings.live_max_frame_pixels,
                                       budget_bytes=int(settings.live_presenter_mb * 2**20))
-        except LipsyncError as exc:
-            raise InputError(user_facing(str(exc).splitlines()[0], work, name)) from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        except Unavailable:
+            raise  # Triton down or loading: a 503 (errors.HTTP_STATUS), never the presenter's fault
+        except LipsyncError as exc:  # the presenter's fault, named as the tenant sent it, with its cause kept
+            raise type(exc)(user_facing(first_line(exc), work, name)) from None
 
 
 @router.post("/v1/live/sessions", status_code=201, summary="Start a live session with a presenter (id or upload)")
@@ -164,7 +160,7 @@ async def push_audio(websocket: WebSocket, session_id: str):
                 return
     except WebSocketDisconnect:
         return
-    except (LipsyncError, InputError) as exc:
+    except LipsyncError as exc:
         await websocket.close(code=1008, reason=str(exc)[:120])
 
 

@@ -57,9 +57,21 @@ class Settings(BaseSettings):
     max_presenter_mb_per_tenant: float = Field(5000.0, ge=0, description="stored presenter videos and photos a tenant may "
                                                "keep, in MB; more -> 429")
     retention_days: float = Field(7.0, description="inputs and results older than this are deleted, jobs marked expired")
-    job_retries: int = Field(2, description="re-runs of a job after a transient failure (server down, storage error)")
-    retry_delay_s: float = Field(5.0, description="wait before a retry")
-    triton_retry_s: float = Field(30.0, description="how long one job retries an unreachable Triton before the queue retries the job")
+    job_retries: int = Field(2, ge=0, description="re-runs of a job after a failure of storage, the database or the worker "
+                             "(Triton being unavailable never uses one up)")
+    retry_delay_s: float = Field(5.0, ge=0, description="wait before the first re-run; each next one waits 4 times longer "
+                                 "(up to 5 min)")
+    triton_outage_s: float = Field(900.0, ge=0, description="how long work waits for Triton (down, restarting, loading models) "
+                                   "counted from its last answer, before a running job fails saying so; queued jobs wait "
+                                   "until a server is back")
+    orphan_after_s: float = Field(300.0, gt=0, description="a job queued this long that the queue does not hold (a Redis "
+                                  "flush or failover, a failed enqueue) is enqueued again")
+    retention_every_s: float = Field(3600.0, gt=0, description="how often the retention sweep runs (one worker of the "
+                                     "deployment runs it)")
+    purge_expired_days: float = Field(30.0, ge=0, description="expired jobs' rows are deleted this many days after their "
+                                      "files (finished-job counters in /metrics keep counting them)")
+    auto_migrate: bool = Field(True, description="`lipsync api` migrates the job database at start (under a lock); false: "
+                               "only checks it, and `lipsync migrate` (a deployment's migration job) does it")
     worker_drain_s: float = Field(0.0, description="on SIGTERM a worker lets its running jobs finish for up to this long, "
                                                   "then hands the rest back (0 = hand back at once); give its pod a longer grace")
     stale_job_s: float = Field(60.0, description="a running job without a heartbeat for this long is re-queued (its worker died)")

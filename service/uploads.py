@@ -9,10 +9,10 @@ from typing import Iterable
 from fastapi import Depends, Request, UploadFile
 
 from lipsync_triton import log
+from lipsync_triton.errors import InputError, NotFound
 from . import storage_keys as keys
 from .db import Job, JobStatus
 from .deps import Service, Tenant
-from .jobs import InputError
 
 
 def only_fields(*names: str):
@@ -31,7 +31,7 @@ def refuse_unknown_fields(names: Iterable[str], known: frozenset[str]) -> None:
     """A 422 naming the first field the endpoint does not know, and the ones it does."""
     unknown = sorted(set(names) - known)
     if unknown:
-        raise InputError(f"unknown field {unknown[0]!r}; known fields: {', '.join(sorted(known))}", 422)
+        raise InputError(f"unknown field {unknown[0]!r}; known fields: {', '.join(sorted(known))}")
 
 
 def save(upload: UploadFile, target: Path) -> Path:
@@ -54,7 +54,7 @@ def fetch_url(svc: Service, url: str, who: str, target: Path) -> Path:
     try:
         svc.storage.fs.get_file(url, str(target))
     except FileNotFoundError:
-        raise InputError(f"{url[len(root) + 1:]} does not exist", 404) from None
+        raise NotFound(f"{url[len(root) + 1:]} does not exist") from None
     return target
 
 

@@ -26,8 +26,9 @@ from urllib.parse import SplitResult, urlsplit
 import httpx
 
 from lipsync_triton import log
+from lipsync_triton.errors import InputError
 from .db import Job, session_scope
-from .jobs import InputError, job_view
+from .jobs import job_view
 from .settings import Settings
 
 SIGNATURE_HEADER = "X-Lipsync-Signature"

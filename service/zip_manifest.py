@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
-from lipsync_triton.errors import LipsyncError
+from lipsync_triton.errors import InputError, LipsyncError
 from lipsync_triton.preprocessing.media_sniff import AUDIO, HEAD_BYTES, IMAGE, VIDEO, check_head
-from .jobs import InputError, safe_name
+from .jobs import safe_name
 
 MANIFEST = "manifest.csv"
 MAX_ITEMS = 1000

@@ -6,7 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lipsync_triton.service.api import create_app
-from lipsync_triton.service.db import Job, JobStatus, migrate, new_id, session_scope, utcnow
+from lipsync_triton.service.db import Job, JobStatus, new_id, session_scope, utcnow
+from lipsync_triton.service.schema import migrate
 from lipsync_triton.service.settings import Settings
 
 ACME, GLOBEX = {"Authorization": "Bearer key-acme-for-tests"}, {"Authorization": "Bearer key-globex-for-tests"}

@@ -15,7 +15,7 @@ import pytest
 
 from lipsync_triton.serving.server import Ports, TritonServer
 from conftest import tone
-from service_harness import Service, submit, wait_for, wait_running
+from service_harness import Service, submit, wait_for, wait_for_batch, wait_running
 
 
 
@@ -44,8 +44,7 @@ def own_triton(exported_repo, tmp_path):
 
 def test_triton_killed_mid_job_and_restarted_the_job_finishes(own_triton, media, tmp_path):
     speech = tone(tmp_path / "speech.wav", 12.0)
-    with Service(tmp_path / "data", own_triton["server"].grpc_url, extra_env={"LIPSYNC_TRITON_RETRY_S": "90"}) as svc, \
-            svc.client() as api:
+    with Service(tmp_path / "data", own_triton["server"].grpc_url) as svc, svc.client() as api:
         job_id = submit(api, media["clip"], speech)
         wait_running(api, job_id)
         own_triton["server"].kill()
@@ -57,17 +56,48 @@ def test_triton_killed_mid_job_and_restarted_the_job_finishes(own_triton, media,
     no_partial_files(tmp_path / "data")
 
 
-def test_triton_gone_for_good_fails_the_job_after_the_retry_budget(own_triton, media, tmp_path):
+def test_triton_gone_for_good_fails_the_job_after_the_outage_budget_saying_so(own_triton, media, tmp_path):
+    """Unavailability never uses up an attempt: the job fails once the outage budget is spent, with
+    a message that says the model servers were unavailable and names no internal address."""
     speech = tone(tmp_path / "speech.wav", 12.0)
-    env = {"LIPSYNC_TRITON_RETRY_S": "3", "LIPSYNC_JOB_RETRIES": "1", "LIPSYNC_RETRY_DELAY_S": "1"}
+    env = {"LIPSYNC_TRITON_OUTAGE_S": "4", "LIPSYNC_JOB_RETRIES": "1"}
     with Service(tmp_path / "data", own_triton["server"].grpc_url, extra_env=env) as svc, svc.client() as api:
         job_id = submit(api, media["clip"], speech)
         wait_running(api, job_id)
         own_triton["server"].kill()
         view = wait_for(api, job_id, timeout=180)
-        assert view["status"] == "failed" and view["attempts"] == 2
-        assert "gave up after 2 attempts" in view["error"] and "\n" not in view["error"]
+        assert view["status"] == "failed" and view["attempts"] == 1, view
+        assert "model servers were unavailable" in view["error"] and "\n" not in view["error"], view["error"]
+        assert "127.0.0.1" not in view["error"] and str(own_triton["server"].ports.grpc) not in view["error"]
         assert not list((svc.data_dir / "files" / "results").rglob(f"{job_id}*"))
+    no_partial_files(tmp_path / "data")
+
+
+def test_triton_stopped_for_three_minutes_mid_batch_every_job_finishes(own_triton, media, tmp_path):
+    """The chart's default is one Triton replica: a drain, a rollout or an OOM stops it for minutes.
+    Six jobs, Triton stopped for 3 minutes once the first runs, then started again on the same
+    ports: workers stop taking jobs, running ones wait, and all six succeed on their first attempt."""
+    speech = tone(tmp_path / "speech.wav", 6.0)
+    with Service(tmp_path / "data", own_triton["server"].grpc_url) as svc, svc.client() as api:
+        face, audio = media["clip"].read_bytes(), speech.read_bytes()
+        batch = api.post("/v1/batches", files=[*[("faces", (f"p{i}.mp4", face)) for i in range(6)], ("audio", ("s.wav", audio))])
+        assert batch.status_code == 202, batch.text
+        jobs = [job["id"] for job in batch.json()["jobs"]]
+        wait_running(api, jobs[0])
+        own_triton["server"].stop()
+        stopped = time.monotonic()
+        time.sleep(20)
+        views = [api.get(f"/v1/jobs/{job_id}").json() for job_id in jobs]
+        assert not [v for v in views if v["status"] == "failed"], views
+        # While Triton is away no worker takes another job: at most its two threads' jobs are running.
+        assert sum(v["status"] == "running" for v in views) <= 2, views
+        time.sleep(max(0.0, 180 - (time.monotonic() - stopped)))
+        own_triton["restart"]()
+        done = wait_for_batch(api, batch.json()["id"], timeout=900)
+        views = [api.get(f"/v1/jobs/{job_id}").json() for job_id in jobs]
+        assert [v["status"] for v in views] == ["succeeded"] * 6, views
+        assert [v["attempts"] for v in views] == [1] * 6, views
+        assert done["done"]
     no_partial_files(tmp_path / "data")
 
 

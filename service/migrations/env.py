@@ -1,18 +1,24 @@
-"""Alembic environment: the URL comes from the caller (`db.migrate`), the metadata from `db.Base`."""
+"""Alembic environment: the connection (or URL) comes from the caller (`schema.migrate`, which holds
+the migration lock on it), the metadata from `db.Base`."""
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import create_engine, pool
 
-from lipsync_triton.service.db import Base, engine_for
+from lipsync_triton.service.db import Base
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url")
-engine = engine_for(url) if url.startswith("sqlite") else None
-if engine is None:
-    from sqlalchemy import create_engine
+given = config.attributes.get("connection")
 
-    engine = create_engine(url, poolclass=pool.NullPool)
-with engine.connect() as connection:
+
+def _run(connection) -> None:
     context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=url.startswith("sqlite"))
     with context.begin_transaction():
         context.run_migrations()
-    connection.commit()
+
+
+if given is not None:
+    _run(given)
+else:
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        _run(connection)
+        connection.commit()
