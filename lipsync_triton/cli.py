@@ -320,6 +320,8 @@ def _run_batch(args) -> int:
 def _add_retention(sub) -> None:
     p = sub.add_parser("retention", help="delete job files older than the retention period and mark the jobs expired")
     p.add_argument("--days", type=float, help="default LIPSYNC_RETENTION_DAYS (7)")
+    p.add_argument("--if-due", action="store_true", help="run only if no process of the deployment (a worker's sweep) ran it "
+                                                        "within LIPSYNC_RETENTION_EVERY_S (a scheduled job)")
 
 
 def _run_retention(args) -> int:
@@ -327,8 +329,13 @@ def _run_retention(args) -> int:
     from lipsync_triton.service.schema import check_schema
     from lipsync_triton.service.settings import get_settings
 
+    from lipsync_triton.service.db import claim_sweep
+
     settings = get_settings()
     check_schema(settings.database)
+    if args.if_due and not claim_sweep(settings.database, "retention", settings.retention_every_s):
+        print("retention: already ran within LIPSYNC_RETENTION_EVERY_S; nothing to do")
+        return 0
     print(expire_old(settings, args.days))
     return 0
 

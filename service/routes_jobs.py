@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from sqlalchemy import func, select
 from starlette.datastructures import UploadFile
 
@@ -20,6 +20,7 @@ from lipsync_triton.tracing import valid_traceparent
 from lipsync_triton.errors import Conflict, Gone, InputError
 from .jobs import (admit, check_idempotency_key, display_name, job_for_key, job_view, new_job,
                    request_cancel, tenant_job)
+from .object_response import stream_object
 from .presenters import tenant_presenter, usable
 from .uploads import enqueue, fetch_url, refuse_unknown_fields, save
 from .webhooks import check_webhook
@@ -136,36 +137,38 @@ def get_job(job_id: str, who: Tenant, db: DB):
     return job_view(tenant_job(db, who, job_id))
 
 
-def served_file(svc: Svc, key: str | None, job: Job, media_type: str, filename: str) -> FileResponse:
+def served_file(svc: Svc, request: Request, key: str | None, job: Job, media_type: str, filename: str) -> Response:
+    """A result from storage: a local file as it is, object storage streamed (a range too) with no
+    copy on the API's disk, so nothing outlives the retention policy there."""
     if job.status == JobStatus.EXPIRED:
         raise Gone("the job's files were deleted by the retention policy")
     if job.status != JobStatus.SUCCEEDED or not key:
         raise Conflict(f"job {job.id} has no result yet (status {job.status})")
     path = svc.storage.local_path(key)
-    if path is None:  # object storage: a local copy, fetched once, served with range support
-        path = svc.settings.data_dir / "cache" / key
+    if path is not None:
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".partial")
-            svc.storage.get_file(key, tmp)
-            tmp.replace(path)
-    if not path.exists():
-        raise Gone(f"job {job.id}'s file is missing from storage")
-    return FileResponse(path, media_type=media_type, filename=filename)
+            raise Gone(f"job {job.id}'s file is missing from storage")
+        return FileResponse(path, media_type=media_type, filename=filename)
+    try:
+        size = svc.storage.size(key)
+    except FileNotFoundError:
+        raise Gone(f"job {job.id}'s file is missing from storage") from None
+    return stream_object(svc.storage, key, size, request.headers.get("range"), media_type, filename,
+                         head=request.method == "HEAD")
 
 
 @router.head("/{job_id}/result", include_in_schema=False)  # a download manager's or proxy's size check
 @router.get("/{job_id}/result", summary="The mp4 (HTTP range requests supported)", response_class=FileResponse)
-def get_result(job_id: str, svc: Svc, who: Tenant, db: DB):
+def get_result(job_id: str, request: Request, svc: Svc, who: Tenant, db: DB):
     job = tenant_job(db, who, job_id)
-    return served_file(svc, job.result_key, job, "video/mp4", f"{job.name or job.id}.mp4")
+    return served_file(svc, request, job.result_key, job, "video/mp4", f"{job.name or job.id}.mp4")
 
 
 @router.head("/{job_id}/thumbnail", include_in_schema=False)  # a download manager's or proxy's size check
 @router.get("/{job_id}/thumbnail", summary="A jpg of the first frame", response_class=FileResponse)
-def get_thumbnail(job_id: str, svc: Svc, who: Tenant, db: DB):
+def get_thumbnail(job_id: str, request: Request, svc: Svc, who: Tenant, db: DB):
     job = tenant_job(db, who, job_id)
-    return served_file(svc, job.thumbnail_key, job, "image/jpeg", f"{job.name or job.id}.jpg")
+    return served_file(svc, request, job.thumbnail_key, job, "image/jpeg", f"{job.name or job.id}.jpg")
 
 
 @router.post("/{job_id}/cancel", summary="Cancel a queued or running job")

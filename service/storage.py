@@ -77,6 +77,10 @@ class Storage:
     def open(self, key: str, mode: str = "rb"):
         return self.fs.open(self._path(key), mode)
 
+    def size(self, key: str) -> int:
+        """The object's size in bytes (FileNotFoundError when there is none)."""
+        return int(self.fs.size(self._path(key)))
+
     def exists(self, key: str) -> bool:
         return self.fs.exists(self._path(key))
 

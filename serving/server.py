@@ -59,6 +59,9 @@ def server_command(model_repository: Path, ports: Ports, extra: list[str] | None
         f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
         f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
         "--strict-readiness=true", "--exit-on-error=true", "--log-info=true",
+        # Clients ping every 10 s while a request waits (client/triton_client.py's keepalive): accepted,
+        # where gRPC's default would close the connection after two pings of a slow request.
+        "--grpc-http2-max-ping-strikes=0",
     ] + list(extra or [])
     return cmd, server_environment(install)
 

@@ -54,6 +54,18 @@ def tone(path: Path, seconds: float, extra: list[str] | None = None) -> Path:
     return path
 
 
+def librosa_mel(wav):
+    """The reference's own library, with its 0.7 default (reflect padding) set explicitly."""
+    import librosa
+    from scipy.signal import lfilter
+
+    y = lfilter([1, -0.97], [1], wav)
+    spec = librosa.stft(y=y, n_fft=800, hop_length=200, win_length=800, window="hann", center=True, pad_mode="reflect")
+    basis = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600)
+    db = 20 * np.log10(np.maximum(1e-5, basis @ np.abs(spec))) - 20
+    return np.clip(8 * (db + 100) / 100 - 4, -4, 4)
+
+
 def decode_frames(path: Path, limit: int | None = None) -> np.ndarray:
     from lipsync_triton.preprocessing.video import FrameSource
 
@@ -68,19 +80,19 @@ def decode_frames(path: Path, limit: int | None = None) -> np.ndarray:
 os.environ.setdefault("LIPSYNC_CACHE_DIR", str(ROOT / ".pytest_cache" / "lipsync-presenters"))
 
 
-# Tests that start a tritonserver, the job service or another program: `pytest -m "not server"`
-# runs the rest (in-process logic, parsing, options, media helpers) in well under a minute.
-SERVER_FIXTURES = {"triton", "exported_repo", "service", "two_servers", "scaled_service", "s3_server", "postgres_db"}
-SUBPROCESS_MODULES = {"test_readme", "test_processes", "test_tracing", "test_live", "test_live_service", "test_deploy", "test_docker", "test_faults", "test_export",
-                      "test_checkpoint", "test_service", "test_service_scale_out", "test_hostile_inputs", "test_security",
-                      "test_serving", "test_scale_out_client", "test_attacks_round2"}
+# Two tiers, marked by folder (a new module is in the tier of the folder it is put in):
+# tests/unit: in process, no server and no other program (logic, parsing, options, the lifecycle,
+#   admission and error mapping on SQLite): `pytest tests/unit` or `-m unit`, about a minute;
+# tests/functional: a real tritonserver, the job service, databases, browsers, other programs.
+UNIT_DIR = ROOT / "tests" / "unit"
 
 
 def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "server: starts tritonserver, the job service or another program (slow)")
+    config.addinivalue_line("markers", "unit: tests/unit: in process, no server or other program")
+    config.addinivalue_line("markers", "functional: tests/functional: real servers, services and programs (slow)")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
-        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ in SUBPROCESS_MODULES:
-            item.add_marker(pytest.mark.server)
+        unit = Path(str(item.fspath)).resolve().is_relative_to(UNIT_DIR)
+        item.add_marker(pytest.mark.unit if unit else pytest.mark.functional)

@@ -133,7 +133,10 @@ def test_workers_scale_on_the_queue_and_spread_over_every_triton_pod():
     assert trigger["metadata"]["threshold"] == "2"  # jobs per worker = its threads
     pod = worker["spec"]["template"]["spec"]
     drain = next(e for e in pod["containers"][0]["env"] if e["name"] == "LIPSYNC_WORKER_DRAIN_S")
-    assert pod["terminationGracePeriodSeconds"] > float(drain["value"]) >= 600  # SIGTERM lets a running job finish
+    # SIGTERM lets a running job finish, the longest one allowed included (LIPSYNC_MAX_MEDIA_SECONDS)
+    from lipsync_triton.service.settings import Settings
+
+    assert pod["terminationGracePeriodSeconds"] > float(drain["value"]) >= Settings().max_media_seconds
     for name in ("lipsync", "lip-sync.prod v2", "team_a"):  # the redis trigger: Huey keeps only [A-Za-z0-9_] of the name
         values = {"settings": {"LIPSYNC_QUEUE_NAME": name}, "worker": {"keda": {"trigger": "redis"}}}
         redis_trigger = by_kind(render(values), "ScaledObject")[0]["spec"]["triggers"][0]

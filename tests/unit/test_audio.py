@@ -7,18 +7,7 @@ import pytest
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.preprocessing.audio import load_audio
 from lipsync_triton.preprocessing.mel import mel_window_starts, mel_windows, melspectrogram
-
-
-def _librosa_mel(wav):
-    """The reference's own library, with its 0.7 default (reflect padding) set explicitly."""
-    import librosa
-    from scipy.signal import lfilter
-
-    y = lfilter([1, -0.97], [1], wav)
-    spec = librosa.stft(y=y, n_fft=800, hop_length=200, win_length=800, window="hann", center=True, pad_mode="reflect")
-    basis = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600)
-    db = 20 * np.log10(np.maximum(1e-5, basis @ np.abs(spec))) - 20
-    return np.clip(8 * (db + 100) / 100 - 4, -4, 4)
+from conftest import librosa_mel as _librosa_mel
 
 
 def test_mel_matches_an_independent_computation():

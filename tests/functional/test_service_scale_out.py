@@ -86,7 +86,16 @@ def test_jobs_run_on_postgres_redis_and_s3(scaled_service, s3_server, media):
         assert fs.exists(f"lipsync-test/service/results/acme/{job_id}.mp4")
         assert not (scaled_service.data_dir / "files").exists()  # nothing on the API's local disk
         part = api.get(f"/v1/jobs/{job_id}/result", headers={"Range": "bytes=0-9"})
-        assert part.status_code == 206 and part.content[4:8] == b"ftyp"
+        assert part.status_code == 206 and part.content[4:8] == b"ftyp" and len(part.content) == 10
+        stored = fs.cat_file(f"lipsync-test/service/results/acme/{job_id}.mp4")
+        assert part.headers["content-range"] == f"bytes 0-9/{len(stored)}"
+        assert api.get(f"/v1/jobs/{job_id}/result", headers={"Range": "bytes=-5"}).content == stored[-5:]
+        assert api.get(f"/v1/jobs/{job_id}/result", headers={"Range": f"bytes={len(stored)}-"}).status_code == 416
+        whole = api.get(f"/v1/jobs/{job_id}/result")
+        assert whole.status_code == 200 and whole.content == stored
+        assert int(api.head(f"/v1/jobs/{job_id}/result").headers["content-length"]) == len(stored)
+        # streamed from storage: no copy of a person's video on the API's disk, which retention would never see
+        assert not [p for p in scaled_service.data_dir.rglob("*") if p.is_file() and p.suffix in (".mp4", ".jpg", ".partial")]
         ready = httpx.get(f"{scaled_service.base}/readyz").json()
         assert ready["ready"] is True, ready
 

@@ -16,7 +16,7 @@ from lipsync_triton.preprocessing.mel import mel_from_chunks, melspectrogram
 from lipsync_triton.preprocessing.video import FrameSource
 from lipsync_triton.samples import astronaut_bgr
 
-from test_audio import _librosa_mel
+from conftest import librosa_mel as _librosa_mel
 
 
 def portrait_frame(width=360, height=640) -> np.ndarray:
