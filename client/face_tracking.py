@@ -20,14 +20,14 @@ from .prefetch import prefetch
 from .presenter_cache import CachedDetections, PresenterCache
 from .progress import ProgressCallback
 from .stage_timer import StageTimer
-from .triton_client import DETECTOR_MODEL, Cancelled, TritonPool
+from .model_io import detector_candidates, detector_request
+from .triton_client import Cancelled, TritonPool
 
 # CenterFace's box edges jitter by 3-4% of the face height from frame to frame on their own (up to
 # 12 px on a 155 px face of a smoothly drifting clip), so a smaller threshold would refine on noise.
 REFINE_MOTION = 0.06
 KEYFRAME_CHUNKS_AHEAD = 3
 SMOOTH_WINDOW = 5  # the reference's forward-looking mean: box i needs frames i..i+4
-DETECTOR_OUTPUTS = ["scores", "boxes"]
 
 
 @dataclass(frozen=True)
@@ -146,12 +146,12 @@ class Detection:
 
     @staticmethod
     def _request(part: list[Candidate]) -> tuple:
-        return DETECTOR_MODEL, {"image": np.stack([c.image for c in part])}, DETECTOR_OUTPUTS
+        return detector_request(np.stack([c.image for c in part]))
 
     def _faces(self, part: list[Candidate], out: dict) -> list[np.ndarray]:
         self.requests += 1
         return [faces_from_candidates(scores, boxes, c.scale, self.spec.threshold)
-                for c, scores, boxes in zip(part, out["scores"], out["boxes"])]
+                for c, scores, boxes in zip(part, *detector_candidates(out))]
 
     def run(self, flights: tuple[InFlight, InFlight], sink: DetectionLog, progress: ProgressCallback | None) -> None:
         keyframe_flight, refine_flight = flights

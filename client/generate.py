@@ -31,6 +31,8 @@ from .options import GenerateOptions, validate
 from .presenter_cache import PresenterCache
 from .progress import ProgressCallback
 from .stage_timer import StageTimer
+from lipsync_triton.model_contract import models_needed
+from .model_io import wav2lip_faces, wav2lip_request
 from .triton_client import DETECTOR_MODEL, WAV2LIP_MODEL, Cancelled, TritonPool
 
 
@@ -102,8 +104,7 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
         # Frames stay I420 from decoder to encoder: only face boxes are converted (see preprocessing.i420).
         opened = start.submit(FrameSource, face, transform, static=opts.static, fps=opts.fps, pix_fmt="yuv420p",
                               limits=opts.limits)
-        ready = start.submit(pool.check_ready, (WAV2LIP_MODEL,) if opts.box else (WAV2LIP_MODEL, DETECTOR_MODEL),
-                             opts.server_wait_s)
+        ready = start.submit(pool.check_ready, models_needed(opts.box is not None), opts.server_wait_s)
         with timer.stage("mel"):
             mel = load_mel(audio, opts.limits)
         source, models = opened.result(), ready.result()
@@ -134,7 +135,7 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
             frames.append(frame)
             frame_boxes.append(box)
             if len(frames) == batch_size or frame_index == n_frames - 1:
-                yield (WAV2LIP_MODEL, {"mel": np.stack(mels), "face": np.stack(crops)}, ["face_out"]), (frames, frame_boxes)
+                yield wav2lip_request(np.stack(mels), np.stack(crops)), (frames, frame_boxes)
                 frames, frame_boxes, crops, mels = [], [], [], []
 
     writer = Mp4Writer(outfile, source.width, source.height, source.fps, audio, crf=opts.crf, preset=opts.preset,
@@ -145,7 +146,7 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
         with InFlight(opts.in_flight, job_cancel, "wav2lip") as flight:
             for (frames, frame_boxes), out in flight.map(pool.infer, wav2lip_requests()):
                 wav_requests += 1
-                for frame, box, face_out in zip(frames, frame_boxes, out["face_out"]):
+                for frame, box, face_out in zip(frames, frame_boxes, wav2lip_faces(out)):
                     with timer.stage("paste"):
                         paste_face_i420(frame, box, face_out, blend=not opts.hard_paste)
                     with timer.stage("encode"):
@@ -198,7 +199,7 @@ def track_presenter(face: str | Path, urls: list[str] | str, options: GenerateOp
     pool = TritonPool(urls, retry_seconds=opts.retry_seconds, request_timeout=opts.request_timeout, cancel=job_cancel,
                       traceparent=opts.traceparent)
     source = FrameSource(face, transform, static=opts.static, fps=opts.fps, pix_fmt="yuv420p", limits=opts.limits)
-    models = pool.check_ready((WAV2LIP_MODEL, DETECTOR_MODEL), opts.server_wait_s)
+    models = pool.check_ready(models_needed(fixed_box=False), opts.server_wait_s)
     tracked = track_boxes(opts, source, pool, models, 1, FaceSelector.parse(opts.face_select), transform, job_cancel,
                      StageTimer(), None)
     try:

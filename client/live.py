@@ -55,7 +55,9 @@ from .generate import track_boxes
 from .in_flight import JobCancel
 from .options import GenerateOptions
 from .stage_timer import StageTimer
-from .triton_client import DETECTOR_MODEL, WAV2LIP_MODEL, TritonPool
+from lipsync_triton.model_contract import models_needed
+from .model_io import wav2lip_faces, wav2lip_request
+from .triton_client import TritonPool
 
 LIVE_PRIORITY = 1  # Triton's highest request priority: batch jobs (default level) never starve live frames
 # Slots between a frame's audio entering and the frame leaving: its mel window must be complete
@@ -117,7 +119,7 @@ class LivePresenter:
                                f"{needed / 2**20:.0f} MB; a live presenter may take {budget_bytes / 2**20:.0f} MB "
                                "(LIPSYNC_LIVE_PRESENTER_MB): use a shorter or lower frame-rate video, or a photo")
         frames = [f.copy() for f in source.frames(limit=count)]
-        models = pool.check_ready((WAV2LIP_MODEL, DETECTOR_MODEL))
+        models = pool.check_ready(models_needed(fixed_box=False))
         tracked = track_boxes(opts, source, pool, models, len(frames), FaceSelector.parse(opts.face_select), transform,
                               JobCancel(None), StageTimer(), None)
         try:
@@ -357,5 +359,5 @@ class LiveSession:
         return int(slot * MEL_FRAMES_PER_SECOND / self.fps)
 
     def _infer(self, mel: np.ndarray, face: np.ndarray) -> np.ndarray:
-        out = self.pool.infer(WAV2LIP_MODEL, {"mel": mel[None], "face": face[None]}, ["face_out"])
-        return out["face_out"][0]
+        out = self.pool.infer(*wav2lip_request(mel[None], face[None]))
+        return wav2lip_faces(out)[0]

@@ -23,11 +23,12 @@ from tritonclient.utils import InferenceServerException
 
 from lipsync_triton import log
 from lipsync_triton.errors import Cancelled, LipsyncError, ModelChanged, ServerUnavailable  # noqa: F401 (re-exported)
+from lipsync_triton.model_contract import FACE_DETECTOR, MODEL_SHA256_PARAMETER, WAV2LIP, WEIGHTS_PARAMETER
 from .endpoints import BACKOFF_START_S, Endpoints
 from .in_flight import POLL_SECONDS, JobCancel
 
-WAV2LIP_MODEL = "wav2lip"
-DETECTOR_MODEL = "face_detector"
+WAV2LIP_MODEL = WAV2LIP.name
+DETECTOR_MODEL = FACE_DETECTOR.name
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
 # What Triton answers for a model it is (re)loading or has not loaded yet: unavailable, not the input's fault.
 MODEL_LOADING = ("unknown model", "no available versions", "is not ready", "not ready", "is not found")
@@ -39,7 +40,6 @@ KEEPALIVE_TIMEOUT_MS = 5_000
 VERIFY_EVERY_S = 1.0
 WAIT_MAX_PAUSE_S = 30.0
 LIVENESS_TIMEOUT_S = 15.0  # a saturated 2-core server can take seconds to answer; a closed port fails at once
-MODEL_SHA256_PARAMETER = "model_sha256"  # written by `lipsync export` into every config.pbtxt
 _NUMPY_TO_TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.uint8): "UINT8"}
 
 
@@ -53,7 +53,7 @@ class ModelInfo:
     @property
     def weights(self) -> str:
         """"random" or "checkpoint sha256:..." as the export wrote it ("unknown" for other repositories)."""
-        return self.parameters.get("weights") or "unknown"
+        return self.parameters.get(WEIGHTS_PARAMETER) or "unknown"
 
     @property
     def identity(self) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from lipsync_triton.errors import LipsyncError
+from lipsync_triton.model_contract import FACE_DETECTOR, WAV2LIP
 from .triton_cpu_runner import cpu_session
 from .wav2lip_model import Wav2Lip, Wav2LipServing
 
@@ -54,7 +55,7 @@ def check_wav2lip_cpu(net: Wav2Lip, onnx_path: str | Path, runtime: str, precisi
     mel, face = real_inputs()
     with torch.no_grad():
         reference = Wav2LipServing(net.eval()).eval()(torch.from_numpy(mel), torch.from_numpy(face)).numpy()
-    session = cpu_session(str(onnx_path), {"runtime": runtime, "precision": precision, "threads": "2"}, None, ["face_out"])
+    session = cpu_session(str(onnx_path), {"runtime": runtime, "precision": precision, "threads": "2"}, None, WAV2LIP.output_names)
     (served,) = session.run({"mel": mel, "face": face})
     diff = np.abs(served.astype(np.int16) - reference.astype(np.int16))
     report = CpuParity(runtime, session.precision, int(diff.max()), round(float(diff.mean()), 4), UINT8_TOLERANCE[session.precision])
@@ -69,5 +70,5 @@ def check_wav2lip_cpu(net: Wav2Lip, onnx_path: str | Path, runtime: str, precisi
 
 def detector_session(onnx_path: str | Path, runtime: str, precision: str):
     """The served detector as a callable feed -> [scores, boxes] (for the export's self-check)."""
-    session = cpu_session(str(onnx_path), {"runtime": runtime, "precision": precision, "threads": "2"}, None, ["scores", "boxes"])
+    session = cpu_session(str(onnx_path), {"runtime": runtime, "precision": precision, "threads": "2"}, None, FACE_DETECTOR.output_names)
     return session.run

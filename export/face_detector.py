@@ -18,7 +18,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from lipsync_triton.errors import LipsyncError
-from .model_config import DETECTOR_TOP_K
+from lipsync_triton.model_contract import DETECTOR_TOP_K
 
 OPSET = 13  # the file's ops (Conv, Relu, Add, ConvTranspose, BatchNorm, Sigmoid) are unchanged 9 -> 13
 STRIDE = 4

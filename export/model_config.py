@@ -1,6 +1,7 @@
 """Triton model configurations declared once as dataclasses and rendered to config.pbtxt.
 
-`MODELS` is the single declaration of every served model (names, tensors, batch sizes); the
+`MODELS` is the single declaration of every served model: its contract with clients (names and
+tensors, lipsync_triton/model_contract.py) plus how it is batched; the
 profiles only choose how a model runs (Python backend + ONNX Runtime on CPU, onnxruntime backend
 with the TensorRT accelerator or a TensorRT plan on GPU). The CPU and GPU configs therefore cannot
 drift in anything a client depends on.
@@ -9,34 +10,42 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from lipsync_triton import model_contract as contract
+from lipsync_triton.model_contract import DEFAULT_DETECTOR_SIZE, WEIGHTS_PARAMETER, ModelContract, Tensor as TensorSpec
+
 # The official Triton image the GPU profile is written for (onnxruntime + tensorrt backends).
 GPU_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 # Where GPU pods keep TensorRT engines across restarts: a volume at this path (the GPU image's
 # ENGINE_CACHE, the chart's engine-cache mount). The `gpu` profile's ONNX Runtime accelerator caches
 # its engines and timing cache here too, so a pod start reuses them instead of rebuilding.
 ENGINE_CACHE_DIR = "/engine-cache"
-WEIGHTS_PARAMETER = "weights"  # config parameter naming the served Wav2Lip weights
-RANDOM_WEIGHTS = "random"
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    data_type: str  # Triton TYPE_* name
-    dims: tuple[int, ...]  # without the batch axis
-    doc: str = ""
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
+    """A served model: its contract with clients, and how Triton batches it."""
+
+    contract: ModelContract
     max_batch_size: int
     preferred_batch_sizes: tuple[int, ...]
     warmup_batch_size: int
     queue_delay_us: dict = field(default_factory=lambda: {"KIND_CPU": 1000, "KIND_GPU": 1000})
-    doc: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.contract.name
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.contract.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.contract.outputs
+
+    @property
+    def doc(self) -> str:
+        return self.contract.doc
 
 
 @dataclass(frozen=True)
@@ -74,13 +83,7 @@ class ModelConfig:
 
 
 WAV2LIP = ModelSpec(
-    name="wav2lip",
-    doc="Wav2Lip generator: one mel window and one face crop per frame -> generated face crop",
-    inputs=(
-        TensorSpec("mel", "TYPE_FP32", (80, 16), "normalised log-mel window (16 frames = 0.2 s), range [-4, 4]"),
-        TensorSpec("face", "TYPE_UINT8", (96, 96, 3), "BGR face crop, HWC, 0..255; the graph masks the lower half"),
-    ),
-    outputs=(TensorSpec("face_out", "TYPE_UINT8", (96, 96, 3), "generated BGR face crop, HWC, 0..255"),),
+    contract.WAV2LIP,
     max_batch_size=128,
     preferred_batch_sizes=(16, 32, 64, 128),
     warmup_batch_size=16,
@@ -89,17 +92,8 @@ WAV2LIP = ModelSpec(
     queue_delay_us={"KIND_CPU": 2000, "KIND_GPU": 2000},
 )
 
-DETECTOR_TOP_K = 32
-DEFAULT_DETECTOR_SIZE = (384, 640)  # H, W: a 720p frame scaled by 0.5 and padded to a multiple of 32
-
 FACE_DETECTOR = ModelSpec(
-    name="face_detector",
-    doc="CenterFace with in-graph peak extraction: image -> top-K candidate boxes (client applies threshold + NMS)",
-    inputs=(TensorSpec("image", "TYPE_UINT8", (*DEFAULT_DETECTOR_SIZE, 3), "BGR image, HWC, 0..255, letterboxed"),),
-    outputs=(
-        TensorSpec("scores", "TYPE_FP32", (DETECTOR_TOP_K,), "face probability of each candidate, descending"),
-        TensorSpec("boxes", "TYPE_FP32", (DETECTOR_TOP_K, 4), "x1, y1, x2, y2 in input-image pixels"),
-    ),
+    contract.FACE_DETECTOR,
     max_batch_size=32,
     preferred_batch_sizes=(8, 16, 32),
     warmup_batch_size=4,
@@ -132,7 +126,7 @@ def model_configs(profile: str, detector_size: tuple[int, int] = DEFAULT_DETECTO
                   cpu_runtime: str = "openvino", precision: str = "auto") -> list[ModelConfig]:
     prof = replace(PROFILES[profile], dynamic_batching=dynamic_batching, cpu_runtime=cpu_runtime, precision=precision)
     return [
-        ModelConfig(m, prof, {"image": (*detector_size, 3)} if m is FACE_DETECTOR else {})
+        ModelConfig(m, prof, {contract.FACE_DETECTOR.inputs[0].name: (*detector_size, 3)} if m is FACE_DETECTOR else {})
         for m in MODELS
     ]
 
@@ -217,7 +211,7 @@ def render_pbtxt(cfg: ModelConfig) -> str:
     elif p.runtime == "openvino":  # the backend's own keys; its default precision is bf16 where the CPU has it
         params = {"INFERENCE_NUM_THREADS": str(p.threads), "NUM_STREAMS": str(p.streams), "PERFORMANCE_HINT": "LATENCY"}
     if cfg.content_sha256:
-        params["model_sha256"] = cfg.content_sha256
+        params[contract.MODEL_SHA256_PARAMETER] = cfg.content_sha256
     if cfg.weights:
         params[WEIGHTS_PARAMETER] = cfg.weights
     for key, value in params.items():

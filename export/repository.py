@@ -18,7 +18,8 @@ from lipsync_triton.files import file_sha256
 from .checkpoint import load_wav2lip, random_wav2lip
 from .face_detector import check_detector, export_face_detector
 from .cpu_parity import check_wav2lip_cpu
-from .model_config import (CPU_RUNTIMES, DEFAULT_DETECTOR_SIZE, FACE_DETECTOR, PRECISIONS, PROFILES, RANDOM_WEIGHTS, WAV2LIP, ModelConfig,
+from lipsync_triton.model_contract import DEFAULT_DETECTOR_SIZE, RANDOM_WEIGHTS
+from .model_config import (CPU_RUNTIMES, FACE_DETECTOR, PRECISIONS, PROFILES, WAV2LIP, ModelConfig,
                            model_configs)
 from .tensorrt import build_engine, tensorrt_available
 from .wav2lip_onnx import check_parity, convert_fp16, export_wav2lip_onnx

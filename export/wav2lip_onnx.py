@@ -11,6 +11,7 @@ import onnxruntime as ort
 import torch
 
 from lipsync_triton.errors import LipsyncError
+from lipsync_triton.model_contract import WAV2LIP
 from .wav2lip_model import Wav2Lip, Wav2LipServing
 
 FP32_TOLERANCE = 1e-4  # max |torch - onnxruntime| on the [0,1] sigmoid output
@@ -47,7 +48,7 @@ def export_wav2lip_onnx(net: Wav2Lip, path: str | Path) -> Path:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             serving, (mel, face), str(path),
-            input_names=["mel", "face"], output_names=["face_out"],
+            input_names=[t.name for t in WAV2LIP.inputs], output_names=WAV2LIP.output_names,
             dynamic_axes={"mel": {0: "batch"}, "face": {0: "batch"}, "face_out": {0: "batch"}},
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
         )

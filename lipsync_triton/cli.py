@@ -43,7 +43,7 @@ def _run_export(args) -> int:
     import json
     from dataclasses import asdict
 
-    from lipsync_triton.export.model_config import DEFAULT_DETECTOR_SIZE
+    from lipsync_triton.model_contract import DEFAULT_DETECTOR_SIZE
     from lipsync_triton.export.repository import ExportOptions, export_repository
 
     report = export_repository(ExportOptions(

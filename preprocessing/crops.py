@@ -6,9 +6,9 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from lipsync_triton.model_contract import FACE_SIZE as MODEL_SIZE  # the model's face crop: 96 x 96
 from . import i420
 
-MODEL_SIZE = 96
 # Wav2Lip regenerates the lower half of its crop (rows 48-95: mouth, chin, jaw). The blend weight
 # rises from 0 to 1 across the half-line, between these fractions of the box height ...
 HALF_LINE_RAMP = (0.42, 0.56)

@@ -16,12 +16,12 @@ import numpy as np
 from scipy.signal import lfilter
 
 from lipsync_triton.errors import LipsyncError
+from lipsync_triton.model_contract import MEL_STEPS, N_MELS  # the model's mel input: 80 bands x 16 steps
 
 SAMPLE_RATE = 16000
 N_FFT = 800
 HOP = 200
 WIN = 800
-N_MELS = 80
 FMIN = 55.0
 FMAX = 7600.0
 PREEMPHASIS = 0.97
@@ -29,7 +29,7 @@ MIN_LEVEL_DB = -100.0
 REF_LEVEL_DB = 20.0
 MAX_ABS = 4.0
 MEL_FRAMES_PER_SECOND = SAMPLE_RATE / HOP  # 80
-MEL_WINDOW = 16  # 0.2 s of audio per video frame
+MEL_WINDOW = MEL_STEPS  # 0.2 s of audio per video frame
 _HALF = N_FFT // 2
 
 _NAN_ADVICE = ("the audio's mel spectrogram contains NaN (a silent or synthetic track with invalid samples); "

@@ -31,8 +31,8 @@ SCHEMA_WAIT_S = 120.0  # a worker started beside a migration waits for it this l
 def _service_settings(triton_urls: list[str] | None) -> Settings:
     """The settings of this process: the environment's, with the command line's Triton URLs (the
     service logs JSON lines unless LIPSYNC_LOG_FORMAT says otherwise)."""
-    log.set_format(os.environ.get("LIPSYNC_LOG_FORMAT", "json"))
     settings = get_settings()
+    log.set_format(settings.log_format)
     return settings.model_copy(update={"triton_urls": ",".join(triton_urls)}) if triton_urls else settings
 
 
@@ -47,7 +47,7 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
     if model_repository is not None:
         from lipsync_triton.serving.server import TritonServer
 
-        _export_if_missing(model_repository)
+        _export_if_missing(model_repository, get_settings().checkpoint)
         server = TritonServer(model_repository, log_path=None, address=triton_address,
                               nice=get_settings().background_nice).start(wait=False)  # UI: "model initialising"
         triton_urls = [server.grpc_url]
@@ -57,7 +57,7 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
     count = settings.worker_processes if worker_processes is None else worker_processes
     # Workers read the same environment, told the Triton URLs this command was given.
     worker_env = {**os.environ, "LIPSYNC_TRITON_URLS": settings.triton_urls,
-                  "LIPSYNC_LOG_FORMAT": os.environ.get("LIPSYNC_LOG_FORMAT", "json")}
+                  "LIPSYNC_LOG_FORMAT": settings.log_format}
     # Generation runs at a lower CPU priority than the API: a burst of submits and polls is answered
     # in milliseconds even while jobs keep every core busy (perf/BENCHMARKS.md, job service under load).
     workers = [subprocess.Popen(guarded_server(niced([sys.executable, "-m", "lipsync_triton.cli", "worker"], settings.background_nice)),
@@ -87,7 +87,7 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
     return 0
 
 
-def _export_if_missing(repository: Path) -> None:
+def _export_if_missing(repository: Path, checkpoint: str) -> None:
     """Serve the weights the operator named: a first start (the all-in-one image, `make service`)
     exports LIPSYNC_CHECKPOINT's weights, or random ones with a loud warning; a repository exported
     from other weights than LIPSYNC_CHECKPOINT's is exported again; a LIPSYNC_CHECKPOINT that is not
@@ -95,7 +95,6 @@ def _export_if_missing(repository: Path) -> None:
     from lipsync_triton.export.repository import ExportOptions, export_repository
     from lipsync_triton.files import file_sha256
 
-    checkpoint = os.environ.get("LIPSYNC_CHECKPOINT")
     if checkpoint and not Path(checkpoint).is_file():
         raise LipsyncError(f"LIPSYNC_CHECKPOINT={checkpoint} is not a file: point it at wav2lip_gan.pth "
                            "(or unset it to serve what is exported)")

@@ -15,6 +15,10 @@ from lipsync_triton.preprocessing.media_input import MediaLimits
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LIPSYNC_", extra="ignore")
 
+    log_format: str = Field("json", pattern="^(json|logfmt)$", description="the service's log lines: json (one object per "
+                            "line: ts in UTC, level, event, fields) or logfmt")
+    checkpoint: str = Field("", description="the Wav2Lip checkpoint `lipsync api --model-repository` serves (exported at "
+                            "start when the repository holds other weights); none: random weights, with a warning")
     data_dir: Path = Field(Path("lipsync-data"), description="local state: SQLite job DB, embedded queue, files, presenter cache")
     database_url: str = Field("", description="SQLAlchemy URL; default sqlite:///DATA_DIR/jobs.db (e.g. postgresql+psycopg://user@host/db)")
     queue_url: str = Field("", description="'' = embedded SQLite queue in DATA_DIR; redis://host:6379/0 for Redis")

@@ -72,7 +72,7 @@ def test_wrong_architecture_names_keys_and_shapes(tmp_path):
     assert "audio_encoder.0.conv_block.0.weight (32, 1, 5, 5) != (32, 1, 3, 3)" in text
 
 
-def test_the_service_serves_the_checkpoint_it_is_told_or_refuses_to_start(exported_repo, tmp_path, monkeypatch):
+def test_the_service_serves_the_checkpoint_it_is_told_or_refuses_to_start(exported_repo, tmp_path):
     """A missing LIPSYNC_CHECKPOINT is an error (not a silent start on the old random weights); a
     different checkpoint re-exports; the served config says which weights it carries."""
     import shutil
@@ -83,19 +83,16 @@ def test_the_service_serves_the_checkpoint_it_is_told_or_refuses_to_start(export
     repo = tmp_path / "model_repository"
     shutil.copytree(exported_repo, repo)  # a random-weight export, as `make service` leaves it
     assert 'key: "weights" value { string_value: "random" }' in (repo / "wav2lip" / "config.pbtxt").read_text()
-    monkeypatch.setenv("LIPSYNC_CHECKPOINT", str(tmp_path / "nonexistent.pth"))
     with pytest.raises(LipsyncError, match="LIPSYNC_CHECKPOINT=.* is not a file"):
-        _export_if_missing(repo)
+        _export_if_missing(repo, str(tmp_path / "nonexistent.pth"))
     checkpoint = tmp_path / "wav2lip_gan.pth"
     save_checkpoint(random_state_dict(seed=3), checkpoint)
-    monkeypatch.setenv("LIPSYNC_CHECKPOINT", str(checkpoint))
-    _export_if_missing(repo)  # other weights than the exported ones: exported again
+    _export_if_missing(repo, str(checkpoint))  # other weights than the exported ones: exported again
     digest = file_sha256(checkpoint)
     assert json.loads((repo / "export.json").read_text())["checkpoint_sha256"] == digest
     config = (repo / "wav2lip" / "config.pbtxt").read_text()
     assert f'key: "weights" value {{ string_value: "checkpoint sha256:{digest[:16]}" }}' in config
     before = (repo / "wav2lip" / "config.pbtxt").stat().st_mtime_ns
-    _export_if_missing(repo)  # the same checkpoint: kept
-    monkeypatch.delenv("LIPSYNC_CHECKPOINT")
-    _export_if_missing(repo)  # none named: what is exported is served
+    _export_if_missing(repo, str(checkpoint))  # the same checkpoint: kept
+    _export_if_missing(repo, "")  # none named: what is exported is served
     assert (repo / "wav2lip" / "config.pbtxt").stat().st_mtime_ns == before

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +16,6 @@ import pytest
 
 from lipsync_triton.client.generate import GenerateOptions, generate
 from lipsync_triton.errors import LipsyncError
-from conftest import tone
 from service_harness import Service, submit, wait_for
 
 KEYS = "acme:key-acme-for-tests,globex:key-globex-for-tests"
