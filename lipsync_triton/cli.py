@@ -346,12 +346,10 @@ def _add_migrate(sub) -> None:
 
 
 def _run_migrate(_args) -> int:
-    from lipsync_triton.service.schema import current_revision, migrate
+    from lipsync_triton.service.schema import migrate
     from lipsync_triton.service.settings import get_settings
 
-    settings = get_settings()
-    before = current_revision(settings.database)
-    after = migrate(settings.database)
+    before, after = migrate(get_settings().database)
     print(f"job database schema: {before or 'empty'} -> {after}" if before != after else f"job database schema: {after} (current)")
     return 0
 

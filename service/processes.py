@@ -53,7 +53,10 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
         triton_urls = [server.grpc_url]
     settings = _service_settings(triton_urls)
     Tenants(settings).check_startup(host, settings.local_only)
-    migrate(settings.database) if settings.auto_migrate else check_schema(settings.database)
+    if settings.auto_migrate:  # the single-box default; a deployment's migration job runs `lipsync migrate`
+        migrate(settings.database)
+    else:
+        check_schema(settings.database)
     count = settings.worker_processes if worker_processes is None else worker_processes
     # Workers read the same environment, told the Triton URLs this command was given.
     worker_env = {**os.environ, "LIPSYNC_TRITON_URLS": settings.triton_urls,

@@ -38,12 +38,14 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(_config("sqlite://")).get_current_head()
 
 
-def current_revision(url: str) -> str | None:
+def current_revision(url: str, connection=None) -> str | None:
     """The database's revision (None: an empty database)."""
     from alembic.runtime.migration import MigrationContext
 
     from .db import engine_for
 
+    if connection is not None:
+        return MigrationContext.configure(connection).get_current_revision()
     with engine_for(url).connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
@@ -61,8 +63,9 @@ def _sqlite_file_lock(url: str) -> Iterator[None]:
         yield
 
 
-def migrate(url: str) -> str:
-    """Bring the schema to the newest revision, safely from several processes at once; returns it."""
+def migrate(url: str) -> tuple[str | None, str]:
+    """Bring the schema to the newest revision, safely from several processes at once; returns the
+    revision found (under the lock: None for an empty database) and the one left."""
     from alembic import command
 
     config = _config(url)
@@ -72,14 +75,16 @@ def migrate(url: str) -> str:
             with engine.connect() as connection, connection.begin():
                 # Held until this transaction ends: the next process waits, then finds nothing to do.
                 connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": MIGRATE_LOCK_KEY})
+                before = current_revision(url, connection)
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         finally:
             engine.dispose()
     else:
         with _sqlite_file_lock(url):
+            before = current_revision(url)
             command.upgrade(config, "head")
-    return head_revision()
+    return before, head_revision()
 
 
 def check_schema(url: str) -> None:

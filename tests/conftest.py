@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -64,6 +66,26 @@ def librosa_mel(wav):
     basis = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600)
     db = 20 * np.log10(np.maximum(1e-5, basis @ np.abs(spec))) - 20
     return np.clip(8 * (db + 100) / 100 - 4, -4, 4)
+
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def new_postgres_database(prefix: str) -> Iterator[str]:
+    """A database of its own on the machine's PostgreSQL (dropped afterwards): its SQLAlchemy URL."""
+    import uuid
+
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def decode_frames(path: Path, limit: int | None = None) -> np.ndarray:

@@ -115,7 +115,8 @@ def test_one_of_two_triton_servers_killed_mid_job_the_job_completes_on_the_other
 def test_storage_unreachable_and_database_restarted_nothing_succeeds_without_its_file(triton, media, tmp_path):
     """PostgreSQL + Redis + S3 (moto's server): the S3 server frozen for a while (SIGSTOP: requests
     hang, then resume) and PostgreSQL restarted during a running job."""
-    from test_service_scale_out import PG_ADMIN, REDIS_URL, S3_ENV  # the scale-out set-up's servers
+    from conftest import PG_ADMIN
+    from test_service_scale_out import REDIS_URL, S3_ENV  # the scale-out set-up's servers
 
     import psycopg
     import s3fs

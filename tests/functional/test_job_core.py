@@ -9,9 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
-import psycopg
 import pytest
 import redis
 
@@ -20,21 +18,16 @@ from lipsync_triton.client.options import GenerateOptions
 from lipsync_triton.client.triton_client import WAV2LIP_MODEL, TritonPool
 from lipsync_triton.errors import ModelChanged
 from lipsync_triton.serving.server import Ports, TritonServer
-from conftest import tone
+from conftest import new_postgres_database, tone
 from service_harness import Service, wait_for_batch
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 FLUSHED_REDIS = "redis://127.0.0.1:6379/11"  # a database of its own: this test flushes it
 
 
 @pytest.fixture()
 def fresh_postgres():
-    name = f"lipsync_core_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_postgres_database("lipsync_core") as url:
+        yield url
 
 
 def _cli(*args: str, env: dict) -> subprocess.Popen:
