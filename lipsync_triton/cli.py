@@ -57,17 +57,23 @@ def _run_export(args) -> int:
 
 
 def _add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="run tritonserver on a model repository (foreground)")
-    p.add_argument("--model-repository", type=Path, required=True)
-    p.add_argument("--grpc-port", type=int, default=8001)
-    p.add_argument("--http-port", type=int, default=8000)
-    p.add_argument("--metrics-port", type=int, default=8002)
+    p = sub.add_parser("serve", help="run tritonserver on a model repository (foreground)",
+                       description="Run tritonserver on a model repository written by `lipsync export`, in the "
+                                   "foreground; Ctrl-C or SIGTERM stops it cleanly.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model-repository", type=Path, required=True, help="folder written by `lipsync export`")
+    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (what clients and the job service use)")
+    p.add_argument("--http-port", type=int, default=8000, help="HTTP port (health, perf_analyzer)")
+    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
+    p.add_argument("--address", default="127.0.0.1",
+                   help="address the three ports bind to; Triton's ports take no keys, so 0.0.0.0 only inside a "
+                        "container network or behind a firewall")
 
 
 def _run_serve(args) -> int:
     from lipsync_triton.serving.server import Ports, serve_foreground
 
-    return serve_foreground(args.model_repository, Ports(args.grpc_port, args.http_port, args.metrics_port))
+    return serve_foreground(args.model_repository, Ports(args.grpc_port, args.http_port, args.metrics_port), args.address)
 
 
 def add_option_flags(parser: argparse.ArgumentParser) -> None:

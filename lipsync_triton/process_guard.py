@@ -27,6 +27,13 @@ def niced(cmd: list[str], niceness: int) -> list[str]:
     return ["nice", "-n", str(niceness), *cmd] if niceness else list(cmd)
 
 
+# Popen/run keyword arguments for a helper child (ffmpeg, ffprobe): a process group of its own, so
+# a terminal's Ctrl-C (SIGINT to the whole foreground group) reaches only us. The job then stops
+# its children itself, and an interrupt is always reported as one, never as a decoder that died
+# under the user's file.
+OWN_GROUP = {"process_group": 0}
+
+
 def guarded_server(cmd: list[str]) -> list[str]:
     """A server gets SIGTERM (a clean shutdown) when we die, if started from the main thread."""
     return guarded(cmd, "TERM") if threading.current_thread() is threading.main_thread() else list(cmd)

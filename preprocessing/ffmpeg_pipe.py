@@ -5,7 +5,8 @@ Every decode and encode in the project goes through `FfmpegProcess`, so three th
   ffmpeg (which would then block our own read or write forever);
 - the exit status is checked, and a failure names ffmpeg's reason in one line;
 - the process never outlives us: killed and reaped on close, and killed by the kernel if this
-  process dies first (PR_SET_PDEATHSIG).
+  process dies first (PR_SET_PDEATHSIG);
+- it has a process group of its own: a terminal's Ctrl-C reaches us, and we stop it.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import subprocess
 import threading
 from collections import deque
 
-from lipsync_triton.process_guard import guarded
+from lipsync_triton.process_guard import OWN_GROUP, guarded
 
 STDERR_LINES = 20
 
@@ -25,7 +26,7 @@ class FfmpegProcess:
         self.cmd = ["ffmpeg", *([] if write else ["-nostdin"]), "-hide_banner", "-v", "error", *args]
         self.proc = subprocess.Popen(guarded(self.cmd), stdin=subprocess.PIPE if write else subprocess.DEVNULL,
                                      stdout=subprocess.PIPE if read else subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     bufsize=bufsize)
+                                     bufsize=bufsize, **OWN_GROUP)
         self._tail: deque[str] = deque(maxlen=STDERR_LINES)
         self._drain = threading.Thread(target=self._drain_stderr, name="ffmpeg-stderr", daemon=True)
         self._drain.start()

@@ -13,6 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from lipsync_triton.errors import LipsyncError
+from lipsync_triton.process_guard import OWN_GROUP
 from .media_input import MediaLimits, input_args, one_line_reason
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -81,7 +82,7 @@ def probe_media(path: str | Path) -> MediaInfo:
         raise LipsyncError(f"cannot read {path}: {exc.strerror}") from None
     proc = subprocess.run(
         ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", *input_args(path)],
-        capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL, **OWN_GROUP,
     )
     if proc.returncode != 0:
         reason = one_line_reason(proc.stderr.strip().splitlines()).replace(f"file:{path}: ", "")
@@ -114,7 +115,7 @@ def media_seconds(info: MediaInfo, cap: float | None = None) -> float:
     proc = subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", *input_args(info.path), "-map", stream, "-c", "copy",
          *(["-t", f"{cap + 1:g}"] if cap else []), "-f", "null", "-", "-progress", "pipe:1", "-nostats"],
-        capture_output=True, text=True, errors="replace",
+        capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL, **OWN_GROUP,
     )
     times = [line.partition("=")[2] for line in proc.stdout.splitlines() if line.startswith("out_time_us=")]
     try:

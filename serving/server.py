@@ -46,7 +46,7 @@ LOOPBACK = "127.0.0.1"
 
 
 def server_command(model_repository: Path, ports: Ports, extra: list[str] | None = None,
-                   address: str = "0.0.0.0") -> tuple[list[str], dict]:
+                   address: str = "127.0.0.1") -> tuple[list[str], dict]:
     """tritonserver's command line; `address` is what its gRPC, HTTP and metrics ports bind to."""
     install = find_triton()
     backends = python_backend_dir(install)
@@ -111,7 +111,7 @@ def sweep_when_gone(proc: subprocess.Popen) -> threading.Thread:
     return thread
 
 
-def serve_foreground(model_repository: Path, ports: Ports) -> int:
+def serve_foreground(model_repository: Path, ports: Ports, address: str = "127.0.0.1") -> int:
     """`lipsync serve`: stream the server's log to stdout; non-zero with a one-line reason on failure.
 
     SIGTERM/SIGINT/SIGHUP (docker stop, Kubernetes, systemd, Ctrl-C) are forwarded to tritonserver,
@@ -120,8 +120,8 @@ def serve_foreground(model_repository: Path, ports: Ports) -> int:
     dies without forwarding (SIGKILL), so it never outlives us holding the ports.
     """
     repo = check_repository(model_repository)
-    cmd, env = server_command(repo, ports)
-    log.event("server_start", repository=str(repo), grpc=ports.grpc, http=ports.http, metrics=ports.metrics)
+    cmd, env = server_command(repo, ports, address=address)
+    log.event("server_start", repository=str(repo), address=address, grpc=ports.grpc, http=ports.http, metrics=ports.metrics)
     # Its own process group: a terminal's Ctrl-C reaches only us, and we forward it once.
     proc = subprocess.Popen(guarded_server(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1, process_group=0)

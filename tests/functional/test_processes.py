@@ -81,6 +81,19 @@ def wav2lip_repo(exported_repo, tmp_path_factory):
     return repo
 
 
+def test_serve_listens_on_loopback_unless_told_otherwise(wav2lip_repo):
+    """Triton's ports take no keys: `lipsync serve` binds 127.0.0.1 by default (`--address` to change)."""
+    proc, server_pid, ports = _start_serve(wav2lip_repo)
+    try:
+        listening = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(server_pid).net_connections("inet")
+                     if c.status == psutil.CONN_LISTEN}
+        assert {port for _, port in listening} >= {ports.grpc, ports.http, ports.metrics}, listening
+        assert {ip.removeprefix("::ffff:") for ip, _ in listening} == {"127.0.0.1"}, listening
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_forwards_stop_signals_and_leaves_no_server_behind(wav2lip_repo, sig):
     proc, server_pid, ports = _start_serve(wav2lip_repo)
@@ -163,6 +176,34 @@ def test_ctrl_c_stops_a_job_with_requests_hanging_in_flight(lone_server, media, 
     err = proc.stderr.read()
     assert code == 128 + sig and err.strip() == f"error: interrupted by {sig.name}; no output was written", err  # 130 SIGINT, 143 SIGTERM
     assert stopped_after < 20, f"took {stopped_after:.1f}s: in-flight requests were waited for"
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("moment", ["detecting", "generating"])
+def test_ctrl_c_in_a_terminal_is_reported_as_an_interrupt(triton, media, long_speech, tmp_path, moment):
+    """A terminal's Ctrl-C is SIGINT to the whole foreground process group, ffmpeg children included:
+    they have a group of their own, so the job stops them itself and says it was interrupted, never
+    that the user's file is truncated or the encoder failed."""
+    out = tmp_path / "out" / "result.mp4"
+    proc = subprocess.Popen([LIPSYNC, "generate", "--face", str(media["clip"]), "--audio", str(long_speech), "--outfile", str(out),
+                             "--url", triton.grpc_url, "--quiet", "--no-cache", *(BOX if moment == "generating" else [])],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        def children():
+            try:
+                return [c for c in psutil.Process(proc.pid).children(recursive=True) if c.name() in ("ffmpeg", "ffprobe")]
+            except psutil.Error:
+                return []
+        _wait(lambda: proc.poll() is not None or len(children()) >= (2 if moment == "generating" else 1), 120, "ffmpeg to run")
+        assert proc.poll() is None, proc.stderr.read()
+        assert all(os.getpgid(c.pid) != os.getpgid(proc.pid) for c in children() if c.is_running())
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read()
+    assert code == 130 and err.strip() == "error: interrupted by SIGINT; no output was written", err
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
