@@ -20,6 +20,7 @@ from lipsync_triton.preprocessing.media_input import MediaLimits
 from .mp4_writer import DEFAULT_X264_PARAMS
 
 Quad = tuple[int, int, int, int]
+MAX_PAD_PX = 1000  # the bound checked up front; at run time each pad is bounded by the face box (preprocessing/faces.py)
 QUAD_PARTS = ("TOP", "BOTTOM", "LEFT", "RIGHT")
 
 
@@ -45,7 +46,9 @@ def option(default: Any, help: str, **spec: Any) -> Any:
 class GenerateOptions:
     """Everything one job can be told: the reference inference.py options (same meanings) and ours."""
 
-    pads: Quad = option((0, 10, 0, 0), "pixels added to the face box: top bottom left right (the reference's pads)", job=True)
+    pads: Quad = option((0, 10, 0, 0), "pixels added to the face box: top bottom left right (the reference's pads); each "
+                                       "from minus half to plus the face box's size on that side", job=True,
+                        ge=-MAX_PAD_PX, le=MAX_PAD_PX)
     resize_factor: int = option(1, "divide the frame resolution by this factor", job=True, ge=1, le=8)
     crop: Quad = option((0, -1, 0, -1), "crop the frames first: top bottom left right; -1 = frame edge", job=True)
     box: Quad | None = option(None, "fixed face box top bottom left right; skips detection", job=True)
@@ -105,9 +108,12 @@ def job_options() -> list[Declared]:
 
 
 def bound_error(name: str, spec: Option, value: Any) -> str | None:
-    """Why `value` is outside the option's bounds, or None."""
+    """Why `value` is outside the option's bounds (each element of a quad), or None."""
     if value is None:
         return None
+    if isinstance(value, (tuple, list)):
+        errors = (bound_error(name, spec, v) for v in value)
+        return next((e.replace(f"option {name}: ", f"option {name}: each value ") for e in errors if e), None)
     if spec.max_length is not None and len(str(value)) > spec.max_length:
         return f"option {name}: at most {spec.max_length} characters"
     for limit, ok, words in ((spec.ge, lambda v, b: v >= b, ">="), (spec.gt, lambda v, b: v > b, ">"),

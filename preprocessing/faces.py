@@ -195,8 +195,26 @@ def smooth(boxes: np.ndarray, window: int = 5) -> np.ndarray:
     return out
 
 
+def check_pads(boxes: np.ndarray, pads: tuple[int, int, int, int]) -> None:
+    """Each pad from minus half to plus the face box's size on its side: more paints the mouth over
+    the chest or the forehead (or replaces nothing). One line naming the bound when not."""
+    if not len(boxes) or not any(pads):
+        return
+    sizes = boxes[:, 2:4] - boxes[:, 0:2]  # width, height per face
+    finite = np.isfinite(sizes).all(axis=1)
+    if not finite.any():
+        return
+    face_w, face_h = (int(v) for v in np.floor(sizes[finite].min(axis=0)))
+    for pad, side, size, what in zip(pads, ("above", "below", "left of", "right of"), (face_h, face_h, face_w, face_w),
+                                     ("height", "height", "width", "width")):
+        if not -size // 2 <= pad <= size:
+            raise LipsyncError(f"option pads: {pad} px {side} the face is outside what the face box allows (its {what} is "
+                               f"{size} px): use {-size // 2} to {size} (--pads TOP BOTTOM LEFT RIGHT)")
+
+
 def pad_and_clip(boxes: np.ndarray, pads: tuple[int, int, int, int], width: int, height: int) -> np.ndarray:
     """Apply pads (top, bottom, left, right) and clip to the frame -> int [N,4] x1,y1,x2,y2 (>= 2 px)."""
+    check_pads(boxes, pads)
     top, bottom, left, right = pads
     out = np.empty((len(boxes), 4), np.int32)
     out[:, 0] = np.clip(np.round(boxes[:, 0]) - left, 0, width - 2)

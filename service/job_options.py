@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from lipsync_triton.client.options import Quad, job_options
+from lipsync_triton.client.options import Quad, bound_error, job_options
 from lipsync_triton.errors import LipsyncError
+
+
+_SPECS = {d.name: d.spec for d in job_options()}
 
 
 class _JobOptionsBase(BaseModel):
@@ -18,6 +21,16 @@ class _JobOptionsBase(BaseModel):
         if isinstance(value, str) and cls.model_fields[info.field_name].annotation in (Quad, Quad | None):
             parts = value.replace(",", " ").split()
             return tuple(parts) if parts else None
+        return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _quad_bounds(cls, value, info):
+        """A quad's bounds apply to each of its values (pydantic's apply to scalars only)."""
+        spec = _SPECS[info.field_name]
+        error = bound_error(info.field_name, spec, value) if isinstance(value, tuple) else None
+        if error:
+            raise ValueError(error.split(": ", 1)[1])
         return value
 
     def generate_kwargs(self) -> dict:
@@ -32,13 +45,14 @@ class _JobOptionsBase(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ())) or "options"
-            raise LipsyncError(f"option {where}: {first.get('msg', 'invalid')}") from None
+            raise LipsyncError(f"option {where}: {first.get('msg', 'invalid').removeprefix('Value error, ')}") from None
 
 
 JobOptions = create_model(
     "JobOptions", __base__=_JobOptionsBase, __doc__="The generate options a job may set (client/options.py declares them).",
-    **{d.name: (d.type, Field(d.default, ge=d.spec.ge, gt=d.spec.gt, le=d.spec.le, max_length=d.spec.max_length,
-                              description=d.spec.help))
+    **{d.name: (d.type, Field(d.default, **({} if d.type in (Quad, Quad | None) else
+                                            {"ge": d.spec.ge, "gt": d.spec.gt, "le": d.spec.le}),
+                              max_length=d.spec.max_length, description=d.spec.help))
        for d in job_options()},
 )
 OPTION_NAMES = tuple(JobOptions.model_fields)

@@ -1,4 +1,5 @@
 """End to end through the real server: presenter clip or photo + speech -> lip-synced mp4."""
+import re
 import json
 import subprocess
 import threading
@@ -300,3 +301,16 @@ def test_the_cache_key_names_the_served_detector(triton, exported_repo):
     cache = PresenterCache()
     clip = exported_repo / "export.json"  # any file: only the spec differs
     assert cache.key(clip, spec.cache_key_fields()) != cache.key(clip, other.cache_key_fields())
+
+
+def test_pads_beyond_the_face_box_are_refused_in_one_line(triton, media, tmp_path):
+    """A pad larger than the face box it pads (the mouth painted over the chest) fails the job in
+    one line naming the bound, and writes nothing."""
+    out = tmp_path / "out.mp4"
+    proc = run_cli("generate", "--face", media["clip"], "--audio", media["speech"], "--outfile", out, "--url", triton.grpc_url,
+                   "--quiet", "--no-cache", "--pads", "0", "900", "0", "0")
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert re.match(r"error: option pads: 900 px below the face is outside what the face box allows \(its height is \d+ px\)",
+                    line), line
+    assert not out.exists()
