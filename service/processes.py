@@ -43,6 +43,7 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
     from .api import create_app
     from .schema import check_schema, migrate
 
+    log.set_format(get_settings().log_format)  # every line of the service in one format, the first ones too
     server = None
     if model_repository is not None:
         from lipsync_triton.serving.server import TritonServer
@@ -69,7 +70,9 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
               database=settings.database.split("://")[0], queue=settings.queue_url.split("://")[0] or "sqlite",
               storage=settings.storage.split("://")[0] if "://" in settings.storage else "local")
     loopback = host if is_loopback(host) else "127.0.0.1"
-    app = create_app(settings, queue=JobQueue(settings), api_base=f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else loopback}:{port}")
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else loopback}:{port}"
+    app = create_app(settings, queue=JobQueue(settings), api_base=base)
+    app.router.add_event_handler("startup", lambda: _banner(base, settings, server is not None))
     try:
         _uvicorn_server()(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                          http=slow_client_protocol(settings.header_timeout_s, settings.body_timeout_s),
@@ -88,6 +91,15 @@ def run_api(host: str, port: int, triton_urls: list[str] | None = None, model_re
             server.stop()
     log.event("api_stopped")
     return 0
+
+
+def _banner(base: str, settings: Settings, own_triton: bool) -> None:
+    """What a person starting the service reads: where to go, and where its Triton listens (the
+    embedded one's port is chosen at start: `lipsync batch --url` needs it). On stderr, beside the logs."""
+    triton = ",".join(settings.triton)
+    print(f"lipsync api: open {base}/ui (web UI), {base}/docs (REST API), {base}/live (live mode)\n"
+          f"lipsync api: Triton gRPC {'(started here) ' if own_triton else ''}at {triton}: "
+          f"lipsync batch --manifest CSV --out DIR --url {settings.triton[0]}", file=sys.stderr, flush=True)
 
 
 def _export_if_missing(repository: Path, checkpoint: str) -> None:

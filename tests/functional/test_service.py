@@ -37,6 +37,21 @@ def long_speech(tmp_path_factory) -> Path:
     return tone(tmp_path_factory.mktemp("long") / "long.wav", 40.0)
 
 
+def test_start_up_says_where_to_go_in_words_and_logs_in_one_format(service):
+    """A person starting the service reads where the UI is and where its Triton listens (what
+    `lipsync batch --url` needs); every log line is JSON with a UTC timestamp and a level, and a
+    normal start logs no warning about Triton."""
+    import json
+
+    text = service.log.read_text()
+    assert f"lipsync api: open http://127.0.0.1:{service.port}/ui" in text, text[-2000:]
+    assert f"--url {service.env['LIPSYNC_TRITON_URLS'].split(',')[0]}" in text
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("lipsync api: ")]
+    records = [json.loads(line) for line in lines]  # not one logfmt or free-text line among them
+    assert all(r["ts"].endswith("Z") and r["level"] in ("info", "warning", "error") for r in records), records[:3]
+    assert not [r for r in records if r["event"] in ("worker_waiting_for_triton", "waiting_for_triton")], records
+
+
 def test_a_job_runs_and_its_result_streams_with_range_requests(service, media):
     with service.client() as api:
         job_id = submit(api, media["clip"], media["speech"], pads="0 20 0 0")
