@@ -114,7 +114,7 @@ class LiveHub:
         mine = sum(e.tenant == tenant for e in self.sessions.values()) + self._pending.get(tenant, 0)
         if mine >= self.settings.live_max_sessions_per_tenant:
             raise LimitExceeded(f"the limit is {self.settings.live_max_sessions_per_tenant} live sessions per tenant; "
-                             "end one (DELETE /v1/live/sessions/<id>) first")
+                             "end one first (GET /v1/live/sessions lists yours; DELETE /v1/live/sessions/<id> ends one)")
         if len(self.sessions) + sum(self._pending.values()) >= self.settings.live_max_sessions:
             raise LimitExceeded(f"this server runs its limit of {self.settings.live_max_sessions} live sessions "
                              "(LIPSYNC_LIVE_MAX_SESSIONS); try again when one has ended")

@@ -3,6 +3,7 @@ WebSocket or from the browser's microphone; /live: the page."""
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -87,14 +88,25 @@ async def offer(session_id: str, request: Request, who: Tenant, live: Hub):
     return await live.answer(live.get(who, session_id), sdp, kind)
 
 
+@router.get("/v1/live/sessions", summary="The caller's live sessions (to find one to end when at the limit)")
+async def list_sessions(who: Tenant, live: Hub):
+    mine = sorted((entry for entry in live.sessions.values() if entry.tenant == who), key=lambda e: e.created)
+    return {"sessions": [session_view(entry) for entry in mine], "limit": live.settings.live_max_sessions_per_tenant}
+
+
 @router.get("/v1/live/sessions/{session_id}", summary="A live session: frames sent, late frames, queued speech")
 async def get_session(session_id: str, who: Tenant, live: Hub):
-    entry = live.get(who, session_id)
-    return {"id": entry.id, "connected": entry.pc is not None and entry.pc.connectionState == "connected",
-            "frames_sent": entry.sent, "frames_late": entry.late, "frames_generated": entry.session.frames_generated,
-            "frames_held": entry.session.frames_held, "delay_ms": round(1000 * entry.session.delay_slots / entry.session.fps),
-            "queued_speech_s": round(entry.session.queued_seconds, 3), "triton_errors": entry.session.triton_errors,
-            "onset_latency_ms": list(entry.latencies_ms)}
+    return session_view(live.get(who, session_id))
+
+
+def session_view(entry) -> dict:
+    session = entry.session
+    return {"id": entry.id, "age_s": round(time.monotonic() - entry.created, 1),
+            "connected": entry.pc is not None and entry.pc.connectionState == "connected",
+            "frames_sent": entry.sent, "frames_late": entry.late, "frames_generated": session.frames_generated,
+            "frames_held": session.frames_held, "delay_ms": round(1000 * session.delay_slots / session.fps),
+            "queued_speech_s": round(session.queued_seconds, 3), "triton_errors": session.triton_errors,
+            "onset_latency_ms": list(entry.latencies_ms), "links": {"self": f"/v1/live/sessions/{entry.id}"}}
 
 
 @router.post("/v1/live/sessions/{session_id}/interrupt", summary="Barge-in: drop queued speech, back to idle")

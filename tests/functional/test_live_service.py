@@ -128,8 +128,13 @@ def test_hostile_live_clients_get_one_line_refusals_and_the_server_keeps_serving
     with open(media["clip"], "rb") as f:
         third = httpx.post(f"{base}/v1/live/sessions", headers=ACME, files={"face": ("a.mp4", f)}, timeout=120)
     assert third.status_code == 429 and "live sessions per tenant" in third.json()["detail"]
+    assert "GET /v1/live/sessions" in third.json()["detail"]  # where to find the ones to end
+    listed = httpx.get(f"{base}/v1/live/sessions", headers=ACME).json()
+    assert [s["id"] for s in listed["sessions"]] == [session["id"], second["id"]] and listed["limit"] == 2
+    assert httpx.get(f"{base}/v1/live/sessions", headers=GLOBEX).json()["sessions"] == []  # only one's own
     for s in (session, second):
         assert httpx.delete(f"{base}{s['links']['self']}", headers=ACME).status_code == 204
+    assert httpx.get(f"{base}/v1/live/sessions", headers=ACME).json()["sessions"] == []
     assert httpx.get(f"{base}/healthz").status_code == 200
     page = httpx.get(f"{base}/live")
     assert page.status_code == 200 and "RTCPeerConnection" in page.text
