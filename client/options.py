@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lipsync_triton.errors import LipsyncError
+from lipsync_triton.errors import OptionError
 from lipsync_triton.preprocessing.media_input import MediaLimits
 from .mp4_writer import DEFAULT_X264_PARAMS
 
@@ -107,25 +107,29 @@ def job_options() -> list[Declared]:
     return [d for d in declared() if d.spec.job]
 
 
-def bound_error(name: str, spec: Option, value: Any) -> str | None:
+def bound_error(spec: Option, value: Any) -> str | None:
     """Why `value` is outside the option's bounds (each element of a quad), or None."""
     if value is None:
         return None
     if isinstance(value, (tuple, list)):
-        errors = (bound_error(name, spec, v) for v in value)
-        return next((e.replace(f"option {name}: ", f"option {name}: each value ") for e in errors if e), None)
+        return next((f"each value {error}" for error in map(lambda v: bound_error(spec, v), value) if error), None)
     if spec.max_length is not None and len(str(value)) > spec.max_length:
-        return f"option {name}: at most {spec.max_length} characters"
+        return f"at most {spec.max_length} characters"
     for limit, ok, words in ((spec.ge, lambda v, b: v >= b, ">="), (spec.gt, lambda v, b: v > b, ">"),
                              (spec.le, lambda v, b: v <= b, "<=")):
         if limit is not None and not ok(value, limit):
-            return f"option {name}: must be {words} {limit:g}, got {value}"
+            return f"must be {words} {limit:g}, got {value}"
     return None
 
 
 def validate(opts: GenerateOptions) -> None:
     """One-line errors for values outside the declared bounds (the same bounds every interface applies)."""
     for d in declared():
-        error = bound_error(d.name, d.spec, getattr(opts, d.name))
+        error = bound_error(d.spec, getattr(opts, d.name))
         if error:
-            raise LipsyncError(error)
+            raise OptionError(d.name, error)
+
+
+def flag_of(name: str) -> str:
+    """The CLI flag of a declared option (what the CLI names in its errors)."""
+    return next((d.cli_flag for d in declared() if d.name == name), "--" + name.replace("_", "-"))

@@ -10,7 +10,7 @@ import typing
 from contextlib import contextmanager
 from pathlib import Path
 
-from lipsync_triton.errors import Cancelled, LipsyncError
+from lipsync_triton.errors import Cancelled, LipsyncError, OptionError
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -25,11 +25,11 @@ def _add_export(sub) -> None:
     p = sub.add_parser("export", help="checkpoint + face detector -> validated ONNX in a Triton model repository")
     p.add_argument("--checkpoint", type=Path, help="wav2lip.pth or wav2lip_gan.pth")
     p.add_argument("--random-weights", action="store_true", help="seeded stand-in weights for demos/tests (lips are noise)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="with --random-weights: the seed of the stand-in weights")
     p.add_argument("--out", type=Path, required=True, help="model repository folder to write (replaced atomically)")
-    p.add_argument("--profile", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--profile", choices=["cpu", "gpu"], default="cpu", help="where the models run")
     p.add_argument("--runtime", choices=["openvino", "onnxruntime"], default="openvino",
-                   help="cpu profile: the runtime inside the embedded server (default openvino)")
+                   help="cpu profile: the runtime inside the embedded server")
     p.add_argument("--precision", choices=["auto", "bf16", "f32"], default="auto",
                    help="cpu profile with openvino: auto = bf16 where the CPU has AVX512_BF16/AMX, f32 elsewhere")
     p.add_argument("--fp16", action="store_true", help="also write and check an FP16 ONNX (served by the gpu profile)")
@@ -105,7 +105,8 @@ def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="lip-sync a presenter video or photo to a speech track through Triton")
     p.add_argument("--face", type=Path, required=True, help="presenter video or photo")
     p.add_argument("--audio", type=Path, required=True, help="speech: any audio or video file ffmpeg reads")
-    p.add_argument("--outfile", type=Path, default=Path("results/result_voice.mp4"))
+    p.add_argument("--outfile", type=Path, default=Path("results/result_voice.mp4"),
+                   help="the lip-synced mp4 (written atomically; its folder is made)")
     p.add_argument("--url", action="append", dest="urls", metavar="HOST:PORT",
                    help="Triton gRPC endpoint (repeat for several servers; default 127.0.0.1:8001)")
     add_option_flags(p)
@@ -177,7 +178,7 @@ def _run_generate(args) -> int:
 
 def _add_samples(sub) -> None:
     p = sub.add_parser("samples", help="write the demo's inputs, OUT/presenter.mp4 and OUT/speech.wav (kept if present)")
-    p.add_argument("--out", type=Path, default=Path("out"))
+    p.add_argument("--out", type=Path, default=Path("out"), help="folder OUT for the inputs")
 
 
 def _run_samples(args) -> int:
@@ -189,7 +190,7 @@ def _run_samples(args) -> int:
 
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="export, serve and lip-sync the bundled sample to OUT/demo.mp4")
-    p.add_argument("--out", type=Path, default=Path("out"))
+    p.add_argument("--out", type=Path, default=Path("out"), help="folder OUT for the model repository, inputs and demo.mp4")
 
 
 def _run_demo(args) -> int:
@@ -204,36 +205,36 @@ def _add_perf(sub) -> None:
     perf = p.add_subparsers(dest="perf_command", required=True)
     m = perf.add_parser("models", help="perf_analyzer sweeps, Triton vs in-process, dynamic batching on/off")
     m.add_argument("--model-repository", type=Path, help="repository to test (default: a random-weight export)")
-    m.add_argument("--out", type=Path, default=Path("perf/results"))
+    m.add_argument("--out", type=Path, default=Path("perf/results"), help="folder for the results (JSON, CSV)")
     m.add_argument("--shared-memory", action="store_true", help="send tensors through system shared memory")
     m.add_argument("--tiny", action="store_true", help="seconds-long smoke run (CI)")
     e = perf.add_parser("e2e", help="end-to-end frames/s, stage split, cache on/off, peak memory")
-    e.add_argument("--model-repository", type=Path)
-    e.add_argument("--out", type=Path, default=Path("perf/results"))
+    e.add_argument("--model-repository", type=Path, help="repository to test (default: a random-weight export)")
+    e.add_argument("--out", type=Path, default=Path("perf/results"), help="folder for the results (JSON, CSV)")
     e.add_argument("--seconds", type=float, nargs="+", help="clip lengths (default 10 20 60)")
     e.add_argument("--lecture-minutes", type=float, nargs="+", help="speech lengths on a still photo for the memory check (default 1 30)")
     e.add_argument("--tiny", action="store_true", help="seconds-long smoke run (CI)")
     c = perf.add_parser("compare", help="an earlier commit's client vs this tree: e2e jobs alternating on one server")
     c.add_argument("--baseline", required=True, help="git revision to compare against (e.g. HEAD~1)")
-    c.add_argument("--model-repository", type=Path)
-    c.add_argument("--out", type=Path, default=Path("perf/results"))
-    c.add_argument("--rounds", type=int, default=3)
+    c.add_argument("--model-repository", type=Path, help="repository to test (default: a random-weight export)")
+    c.add_argument("--out", type=Path, default=Path("perf/results"), help="folder for the results (JSON, CSV)")
+    c.add_argument("--rounds", type=int, default=3, help="alternating rounds of baseline and this tree")
     c.add_argument("--seconds", type=float, default=10.0, help="clip length")
     c.add_argument("--tiny", action="store_true", help="seconds-long smoke run (CI)")
     v = perf.add_parser("service", help="concurrent clients submitting and polling jobs against a running job service")
     v.add_argument("--api", default="http://127.0.0.1:7860", help="the service's base URL")
     v.add_argument("--key", default=None, help="API key (none for a local-only service)")
-    v.add_argument("--clients", type=int, default=50)
-    v.add_argument("--jobs-per-client", type=int, default=1)
+    v.add_argument("--clients", type=int, default=50, help="concurrent clients")
+    v.add_argument("--jobs-per-client", type=int, default=1, help="jobs each client submits and polls")
     v.add_argument("--clip-seconds", type=float, default=1.0, help="length of each job's presenter clip and speech")
-    v.add_argument("--out", type=Path, default=Path("perf/results"))
+    v.add_argument("--out", type=Path, default=Path("perf/results"), help="folder for the results (JSON, CSV)")
     li = perf.add_parser("live", help="live sessions over WebRTC: onset-to-generated-frame latency, late frames, concurrent sessions")
     li.add_argument("--api", default="http://127.0.0.1:7860", help="the service's base URL")
     li.add_argument("--key", default=None, help="API key (none for a local-only service)")
     li.add_argument("--sessions", type=int, default=1, help="try 1..N concurrent sessions (stops past the p95 goal)")
     li.add_argument("--onsets", type=int, default=10, help="speech bursts per session")
     li.add_argument("--size", default="512x512", help="presenter WIDTHxHEIGHT in pixels (1280x720 for 720p)")
-    li.add_argument("--out", type=Path, default=Path("perf/results"))
+    li.add_argument("--out", type=Path, default=Path("perf/results"), help="folder for the results (JSON, CSV)")
 
 
 def _run_perf(args) -> int:
@@ -267,14 +268,15 @@ def _run_perf(args) -> int:
 
 def _add_api(sub) -> None:
     p = sub.add_parser("api", help="the job service: REST API (/docs), web UI (/ui) and workers")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default="127.0.0.1", help="address the API and UI listen on (0.0.0.0: every interface; "
+                                                      "API keys are then required)")
+    p.add_argument("--port", type=int, default=7860, help="port of the API and UI")
     p.add_argument("--triton-url", action="append", dest="triton_urls", metavar="HOST:PORT",
                    help="Triton gRPC endpoint (repeat; default LIPSYNC_TRITON_URLS or 127.0.0.1:8001)")
     p.add_argument("--model-repository", type=Path, help="start the embedded tritonserver on this repository too")
     p.add_argument("--workers", type=int, help="worker processes to start beside the API (default LIPSYNC_WORKER_PROCESSES)")
     p.add_argument("--triton-address", default="127.0.0.1",
-                   help="with --model-repository: the address tritonserver binds (default loopback: its ports have no keys)")
+                   help="with --model-repository: the address tritonserver binds (loopback: its ports have no keys)")
 
 
 def _run_api(args) -> int:
@@ -375,11 +377,35 @@ COMMANDS = {
 }
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help states its default (when it has one worth stating)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("%(default)" in text or action.default in (None, False, argparse.SUPPRESS) or action.required
+                or isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))):  # a switch says it itself
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Each command's help line becomes its description, every level down, with defaults stated."""
+    parser.formatter_class = _HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, child in action.choices.items():
+                if not child.description and helps.get(name):
+                    child.description = helps[name][0].upper() + helps[name][1:] + "."
+                _describe(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lipsync", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for add, _ in COMMANDS.values():
         add(sub)
+    _describe(parser)
     return parser
 
 
@@ -397,6 +423,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _interrupt)
     try:
         return COMMANDS[args.command][1](args)
+    except OptionError as exc:  # named by the flag the user typed
+        from lipsync_triton.client.options import flag_of
+
+        print(f"error: {flag_of(exc.option.split('.')[0])}: {exc.detail}", file=sys.stderr)
+        return exc.exit_code
     except LipsyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -27,6 +27,15 @@ class InputError(LipsyncError):
     """The request's content is at fault (a bad file, option or field)."""
 
 
+class OptionError(InputError):
+    """A job option outside its bounds. `option` is the declared name: the CLI shows its flag
+    (--resize-factor), the service and the UI its name (resize_factor), each without rewording."""
+
+    def __init__(self, option: str, detail: str):
+        super().__init__(f"option {option}: {detail}")
+        self.option, self.detail = option, detail
+
+
 class LimitExceeded(LipsyncError):
     """Over a quota or a concurrency limit: wait for work to finish, or ask for less."""
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from lipsync_triton.errors import LipsyncError
+from lipsync_triton.errors import LipsyncError, OptionError
 from . import i420
 
 SCORE_THRESHOLD = 0.5
@@ -195,21 +195,24 @@ def smooth(boxes: np.ndarray, window: int = 5) -> np.ndarray:
     return out
 
 
+MIN_CHECKED_FACE_PX = 16
+
+
 def check_pads(boxes: np.ndarray, pads: tuple[int, int, int, int]) -> None:
     """Each pad from minus half to plus the face box's size on its side: more paints the mouth over
     the chest or the forehead (or replaces nothing). One line naming the bound when not."""
     if not len(boxes) or not any(pads):
         return
     sizes = boxes[:, 2:4] - boxes[:, 0:2]  # width, height per face
-    finite = np.isfinite(sizes).all(axis=1)
+    finite = np.isfinite(sizes).all(axis=1) & (sizes >= MIN_CHECKED_FACE_PX).all(axis=1)  # not a stray speck
     if not finite.any():
         return
     face_w, face_h = (int(v) for v in np.floor(sizes[finite].min(axis=0)))
     for pad, side, size, what in zip(pads, ("above", "below", "left of", "right of"), (face_h, face_h, face_w, face_w),
                                      ("height", "height", "width", "width")):
-        if not -size // 2 <= pad <= size:
-            raise LipsyncError(f"option pads: {pad} px {side} the face is outside what the face box allows (its {what} is "
-                               f"{size} px): use {-size // 2} to {size} (--pads TOP BOTTOM LEFT RIGHT)")
+        if pad and not -size // 2 <= pad <= size:
+            raise OptionError("pads", f"{pad} px {side} the face is outside what the face box allows (its {what} is "
+                                      f"{size} px): use {-size // 2} to {size}")
 
 
 def pad_and_clip(boxes: np.ndarray, pads: tuple[int, int, int, int], width: int, height: int) -> np.ndarray:

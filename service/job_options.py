@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from lipsync_triton.client.options import Quad, bound_error, job_options
-from lipsync_triton.errors import LipsyncError
+from lipsync_triton.errors import OptionError
 
 
 _SPECS = {d.name: d.spec for d in job_options()}
@@ -28,9 +28,9 @@ class _JobOptionsBase(BaseModel):
     def _quad_bounds(cls, value, info):
         """A quad's bounds apply to each of its values (pydantic's apply to scalars only)."""
         spec = _SPECS[info.field_name]
-        error = bound_error(info.field_name, spec, value) if isinstance(value, tuple) else None
+        error = bound_error(spec, value) if isinstance(value, tuple) else None
         if error:
-            raise ValueError(error.split(": ", 1)[1])
+            raise ValueError(error)
         return value
 
     def generate_kwargs(self) -> dict:
@@ -45,7 +45,7 @@ class _JobOptionsBase(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ())) or "options"
-            raise LipsyncError(f"option {where}: {first.get('msg', 'invalid').removeprefix('Value error, ')}") from None
+            raise OptionError(where, first.get("msg", "invalid").removeprefix("Value error, ")) from None
 
 
 JobOptions = create_model(

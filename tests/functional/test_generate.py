@@ -311,6 +311,6 @@ def test_pads_beyond_the_face_box_are_refused_in_one_line(triton, media, tmp_pat
                    "--quiet", "--no-cache", "--pads", "0", "900", "0", "0")
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert re.match(r"error: option pads: 900 px below the face is outside what the face box allows \(its height is \d+ px\)",
+    assert re.match(r"error: --pads: 900 px below the face is outside what the face box allows \(its height is \d+ px\)",
                     line), line
     assert not out.exists()
