@@ -9,7 +9,7 @@ from typing import Iterable
 from fastapi import Depends, Request, UploadFile
 
 from lipsync_triton import log
-from lipsync_triton.errors import InputError, NotFound
+from lipsync_triton.errors import Forbidden, InputError, NotFound
 from . import storage_keys as keys
 from .db import Job, JobStatus
 from .deps import Service, Tenant
@@ -45,8 +45,7 @@ def fetch_url(svc: Service, url: str, who: str, target: Path) -> Path:
     service's storage (no `..`, no symbolic link anywhere under the prefix)."""
     root = svc.settings.storage.rstrip("/")
     prefix = f"{root}/{keys.tenant_files(who)}"
-    refused = InputError(f"inputs by URL must be files under your tenant's prefix {keys.tenant_files(who)} of the service's storage",
-                         403)
+    refused = Forbidden(f"inputs by URL must be files under your tenant's prefix {keys.tenant_files(who)} of the service's storage")
     if not url.startswith(prefix) or ".." in url[len(prefix):].split("/"):
         raise refused
     if svc.storage.local and not svc.storage.plain_file_under(url, prefix):
