@@ -62,7 +62,7 @@ class _StdoutHandler(logging.StreamHandler):
         super().__init__(sys.stdout)
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.setStream(sys.stdout)
+        self.stream = sys.stdout  # not setStream: it flushes the old stream, which may be closed (a test's capture)
         super().emit(record)
 
 

@@ -31,6 +31,7 @@ from lipsync_triton.files import file_sha256
 from .job_options import JobOptions
 from .jobs import display_name
 from .storage import Storage
+from .user_errors import BOX_HINTS, CLI_BOX_HINT
 
 
 @dataclass
@@ -152,6 +153,7 @@ class BatchRun:
                 message = str(exc).splitlines()[0] if isinstance(exc, LipsyncError) else f"{type(exc).__name__}: {exc}"
                 # name the user's inputs, not this run's temporary copies
                 message = message.replace(str(work / "face"), item.face).replace(str(work / "audio"), item.audio)
+                message = message.replace(f" {CLI_BOX_HINT}", f" {BOX_HINTS['manifest']}")  # a manifest has a box column
                 self._write_status(item, work, status="failed", error=message)
                 log.event("batch_item", item=item.number, item_name=item.name, status="failed", error=message)
                 return "failed"

@@ -108,7 +108,7 @@ def prepare(presenter_id: str, settings: Settings) -> None:
         except (Unavailable, Cancelled):
             raise
         except LipsyncError as exc:
-            status, error = PresenterStatus.FAILED, tenant_message(exc, work, name)[:500]
+            status, error = PresenterStatus.FAILED, tenant_message(exc, work, name, where="presenter")[:500]
     with session_scope(settings.database) as s:
         presenter = s.get(Presenter, presenter_id)
         if presenter is not None:

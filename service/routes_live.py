@@ -57,7 +57,7 @@ def _prepare(svc, who: str, presenter_id: str | None, face: UploadFile | None, p
         except Unavailable:
             raise  # Triton down or loading: a 503 (errors.HTTP_STATUS), never the presenter's fault
         except LipsyncError as exc:  # the presenter's fault, named as the tenant sent it, with its cause kept
-            raise type(exc)(user_facing(first_line(exc), work, name)) from None
+            raise type(exc)(user_facing(first_line(exc), work, name, where="live")) from None
 
 
 @router.post("/v1/live/sessions", status_code=201, summary="Start a live session with a presenter (id or upload)")

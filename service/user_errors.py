@@ -14,8 +14,18 @@ from lipsync_triton.errors import LipsyncError, ModelChanged, ServerUnavailable,
 _ADDRESS = re.compile(r"\b(?:dns://)?(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{2,5}\b")
 
 
-def tenant_message(exc: BaseException, work: Path | None = None, presenter: str = "", outage_s: float | None = None) -> str:
-    """The one line a tenant reads for `exc` (API detail, job error, UI message)."""
+# What a "no face" hint offers, where the tenant is: a job takes a `box` option; a presenter's
+# registration and a live session take none (a clip with a visible face is the only way); a
+# manifest row takes a `box` column.
+BOX_HINTS = {"job": "or give a fixed face box (option box)", "presenter": "", "live": "",
+             "manifest": "or give a fixed face box (a box column: TOP BOTTOM LEFT RIGHT)"}
+CLI_BOX_HINT = "or pass --box"
+
+
+def tenant_message(exc: BaseException, work: Path | None = None, presenter: str = "", outage_s: float | None = None,
+                   where: str = "job") -> str:
+    """The one line a tenant reads for `exc` (API detail, job error, UI message); `where` the
+    tenant is (job, presenter, live, manifest) decides what a hint offers."""
     if isinstance(exc, ServerUnavailable):
         waited = f" for {outage_s / 60:.0f} min" if outage_s else ""
         return f"the lip-sync model servers were unavailable{waited}; submit the job again later (the operator's log has details)"
@@ -25,10 +35,10 @@ def tenant_message(exc: BaseException, work: Path | None = None, presenter: str 
         return "a service the job needs (storage, database or model servers) is unavailable; try again later"
     if not isinstance(exc, LipsyncError):
         return "internal error; the operator's log has the details"
-    return user_facing(first_line(exc, 500), work, presenter)
+    return user_facing(first_line(exc, 500), work, presenter, where)
 
 
-def user_facing(message: str, work: Path | None = None, presenter: str = "") -> str:
+def user_facing(message: str, work: Path | None = None, presenter: str = "", where: str = "job") -> str:
     """A message as its tenant may read it: the worker's files named as the inputs the tenant sent
     (never a server path), no host:port, and job options where the client's message names a CLI flag."""
     if work is not None:
@@ -37,7 +47,8 @@ def user_facing(message: str, work: Path | None = None, presenter: str = "") -> 
             message = message.replace(str(work / name), what)
         message = message.replace(str(work), "the job's folder")
     message = _ADDRESS.sub("a server", message)
-    message = message.replace("or pass --box", "or give a fixed face box (option box)")
+    hint = BOX_HINTS[where]
+    message = message.replace(f" {CLI_BOX_HINT}", f" {hint}" if hint else "")
     for d in sorted(job_options(), key=lambda d: -len(d.cli_flag)):  # --face-select before a shorter prefix
         message = re.sub(re.escape(d.cli_flag) + r"\b", f"option {d.name}", message)
     return message

@@ -60,6 +60,21 @@ def test_a_killed_batch_resumes_and_the_exit_status_tells_the_outcome(triton, me
     assert broken["status"] == "failed" and "notes.mp4" in broken["error"]
 
 
+def test_a_faceless_item_hints_at_the_manifests_box_column(triton, tmp_path):
+    """The hint names what a manifest takes (a box column), not the CLI's --box."""
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(tmp_path / "wall.png"), np.full((256, 256, 3), 128, np.uint8))
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=duration=1", "-ar", "16000",
+                    str(tmp_path / "s.wav")], check=True)
+    (tmp_path / "jobs.csv").write_text("face,audio,name\nwall.png,s.wav,wall\n")
+    done = batch(tmp_path / "jobs.csv", tmp_path / "out", triton)
+    assert done.returncode == 1, done.stderr
+    error = statuses(tmp_path / "out")["wall"]["error"]
+    assert "no face found" in error and "a box column" in error and "--box" not in error, error
+
+
 def test_a_bad_manifest_is_a_one_line_error(triton, tmp_path):
     manifest = tmp_path / "jobs.csv"
     manifest.write_text("video,speech\na.mp4,b.wav\n")

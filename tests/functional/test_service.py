@@ -508,6 +508,8 @@ def test_a_registered_presenter_is_tracked_once_and_its_jobs_skip_detection(serv
             time.sleep(0.5)
         assert view["status"] == "failed" and "no face found" in view["error"] and "wall" in view["error"], view
         assert "/" not in view["error"].replace("N/A", ""), view  # no server path
+        # the hint offers what a registration can take: no box (POST /v1/presenters has no such field)
+        assert "box" not in view["error"] and "visible frontal face" in view["error"], view
         with open(media["speech"], "rb") as a:
             refused = api.post("/v1/jobs", files={"audio": ("s.wav", a)}, data={"presenter_id": faceless})
         assert refused.status_code == 422 and "cannot be used" in refused.json()["detail"]
