@@ -210,8 +210,8 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
                 path = signins.uploaded(path, request)
                 return gr.update(value=path, visible=bool(path))
 
-            face.change(preview_face, face, [face_video, face_photo], queue=False)
-            audio.change(preview_speech, audio, speech, queue=False)
+            face.change(preview_face, face, [face_video, face_photo])
+            audio.change(preview_speech, audio, speech)
             with gr.Row():
                 submit = gr.Button("Generate", variant="primary", elem_id="submit")
                 cancel = gr.Button("Cancel", elem_id="cancel")

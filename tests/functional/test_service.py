@@ -397,6 +397,14 @@ def test_the_web_ui_runs_a_job_and_shows_its_video_in_chromium(service, media):
             page.wait_for_function("document.querySelector('#model-status')?.innerText.includes('Ready')", timeout=60000)
             page.locator("#face-file input[type=file]").set_input_files(str(media["clip"]))
             page.locator("#audio-file input[type=file]").set_input_files(str(media["speech"]))
+            # the previews load (under /ui/, where the UI is mounted) and the browser decodes them
+            page.wait_for_function("document.querySelector('#face-preview video')?.readyState >= 1", timeout=60000)
+            page.wait_for_selector("#audio-preview a[download]", timeout=60000)  # the player fetched the speech
+            sources = page.evaluate("[document.querySelector('#face-preview video').currentSrc,"
+                                    " document.querySelector('#audio-preview a[download]').href]")
+            for source in sources:
+                assert "/ui/gradio_api/file=" in source, sources
+                assert page.request.get(source).status in (200, 206), source
             page.locator("#submit").click()
             page.wait_for_selector("#result-video video", timeout=300000)
             assert "succeeded" in page.locator("#job-progress").inner_text()
