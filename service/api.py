@@ -7,8 +7,10 @@ makes one hop to the pool for all its blocking work. Every lookup is scoped to t
 tenant; another tenant's id answers 404."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi_offline import FastAPIOffline
 from starlette.datastructures import MutableHeaders
 
@@ -25,6 +27,8 @@ from .settings import Settings, get_settings
 from .storage import Storage
 from .tenants import Tenants
 from .user_errors import tenant_message
+
+FAVICON = Path(__file__).with_name("static") / "favicon.png"
 
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "SAMEORIGIN",
                     "Referrer-Policy": "no-referrer", "Cross-Origin-Opener-Policy": "same-origin"}
@@ -85,6 +89,10 @@ def create_app(settings: Settings | None = None, api_base: str | None = None, qu
     @app.get("/", include_in_schema=False)
     def home():
         return RedirectResponse("/ui/" if api_base else "/docs")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return FileResponse(FAVICON, media_type="image/png")
     throttle = AuthThrottle(settings.auth_failures_per_minute)
     app.state.service = Service(settings, Storage(settings.storage, settings.s3_endpoint_url), queue, tenants,
                                 {by_tenant: registry_for(settings, queue, by_tenant) for by_tenant in (False, True)}, throttle)
@@ -100,5 +108,5 @@ def create_app(settings: Settings | None = None, api_base: str | None = None, qu
     if api_base:
         from .ui import mount_ui
 
-        app = mount_ui(app, api_base, tenants, int(settings.max_upload_mb * 2**20), throttle)
+        app = mount_ui(app, api_base, tenants, int(settings.max_upload_mb * 2**20), throttle, favicon=FAVICON)
     return app

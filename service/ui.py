@@ -33,7 +33,17 @@ KEEP_S = 3600.0  # Gradio copies what it shows into its own cache (also pruned h
 
 
 class ApiError(Exception):
-    """An API answer >= 400, as one line for the page (shown where the job is, not as a pop-up)."""
+    """An API answer >= 400, as one line for the page (shown where the job is, not as a pop-up),
+    in words instead of a status code."""
+
+
+_STATUS_WORDS = {401: "Not signed in", 403: "Not allowed", 404: "Not found", 409: "Not yet", 410: "Gone",
+                 413: "Too large", 422: "Not accepted", 429: "Too much at once", 503: "The service is not ready"}
+
+
+def api_error_text(status: int, detail: str) -> str:
+    words = _STATUS_WORDS.get(status, "The service could not do this" if status >= 500 else "Refused")
+    return f"{words}: {detail}" if detail else words
 
 
 class ApiClient:
@@ -48,7 +58,7 @@ class ApiClient:
                 detail = response.json().get("detail")
             except ValueError:
                 detail = response.text[:200]
-            raise ApiError(f"{response.status_code}: {detail}")
+            raise ApiError(api_error_text(response.status_code, str(detail or "")))
         return response
 
     def download(self, path: str, filename: str) -> str:
@@ -338,11 +348,12 @@ def _poll_queue_calmly(ui: gr.Blocks) -> None:
     queue.progress_update_sleep_when_free = max(getattr(queue, "progress_update_sleep_when_free", 0.0), 0.1)
 
 
-def mount_ui(app: FastAPI, api_base: str, tenants: Tenants, max_upload_bytes: int, throttle: AuthThrottle) -> FastAPI:
+def mount_ui(app: FastAPI, api_base: str, tenants: Tenants, max_upload_bytes: int, throttle: AuthThrottle,
+             favicon: Path | None = None) -> FastAPI:
     owners = UploadOwners(KEEP_S)
     signins = SignIns(tenants, owners)
     ui = build_ui(api_base, signins)
-    app = gr.mount_gradio_app(app, ui, path=UI_PREFIX, max_file_size=max_upload_bytes,
+    app = gr.mount_gradio_app(app, ui, path=UI_PREFIX, max_file_size=max_upload_bytes, favicon_path=favicon,
                               auth=None if tenants.local_only else signins.check,
                               auth_message="Sign in with your tenant name and the API key your administrator gave you.")
     # Mounted, the Blocks count as never launched, and Gradio then skips its check that a file handed

@@ -386,6 +386,14 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
+def test_the_web_ui_words_a_refusal_instead_of_showing_a_status_code(service, media):
+    from lipsync_triton.service.ui import ApiClient, ApiError
+
+    with open(media["speech"], "rb") as f, open(media["speech"], "rb") as a, pytest.raises(ApiError) as refused:
+        ApiClient(service.base, "key-acme-for-tests").call("POST", "/v1/jobs", files={"face": ("s.wav", f), "audio": ("s.wav", a)})
+    assert str(refused.value).startswith("Not accepted: face ") and "422" not in str(refused.value), refused.value
+
+
 def test_the_web_ui_runs_a_job_and_shows_its_video_in_chromium(service, media):
     from playwright.sync_api import sync_playwright
 

@@ -238,3 +238,11 @@ def test_a_submit_writes_in_one_transaction_of_three_statements(api, media):
         event.remove(engine, "commit", committed)
     assert statements == ["UPDATE", "SELECT", "INSERT"], statements
     assert len(commits) == 1
+
+
+def test_the_favicon_is_served_where_browsers_ask(tmp_path):
+    """Browsers ask /favicon.ico of every page (a 404 in every console before)."""
+    settings = Settings(data_dir=tmp_path, api_keys="acme:key-acme-for-tests")
+    migrate(settings.database)
+    answer = TestClient(create_app(settings)).get("/favicon.ico")
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png" and answer.content[:4] == b"\x89PNG"
