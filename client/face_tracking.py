@@ -169,11 +169,15 @@ class Detection:
         total = self.limit or self.source.info.frames or 0
         # A chunk's keyframes are one request; with keyframes far apart, fewer per chunk bound the frames held.
         chunk_keyframes = max(1, min(size, 2 * size * self.step // self.keyframe_every))
+        done = 0
         for index, found in coarse_to_fine(self._candidates(), detect, detect_ahead, follower, self.keyframe_every,
                                            self.spec.motion, chunk_keyframes):
             sink.add(index, follower.next(found, index))
+            done = index + 1
             if progress:
-                progress(index + 1, max(total, index + 1))
+                progress(done, max(total, done))
+        if progress and done:
+            progress(done, done)  # detection is over (its last candidate may come before the estimate): the bar ends now
 
 
 def boxes_from_detections(raw: np.ndarray, spec: TrackingSpec, width: int, height: int, source: str) -> tuple[np.ndarray, int]:

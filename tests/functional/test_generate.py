@@ -314,3 +314,13 @@ def test_pads_beyond_the_face_box_are_refused_in_one_line(triton, media, tmp_pat
     assert re.match(r"error: --pads: 900 px below the face is outside what the face box allows \(its height is \d+ px\)",
                     line), line
     assert not out.exists()
+
+
+def test_the_detect_bar_ends_full_when_detection_ends(triton, media, tmp_path):
+    """The face-detection pass stops at the frames the speech uses, often before its estimate: its
+    last report says so (done == total), so the bar ends at 100% then, not stuck at 88% until the
+    end of the job."""
+    calls = []
+    LipSyncClient([triton.grpc_url]).generate(media["clip"], media["speech"], tmp_path / "out.mp4", use_cache=False,
+                                              detect_progress=lambda done, total: calls.append((done, total)))
+    assert calls and calls[-1][0] == calls[-1][1] == max(done for done, _ in calls), calls[-3:]
