@@ -180,10 +180,11 @@ def _job_line(view: dict) -> str:
 
 
 def recent_jobs(api: ApiClient, limit: int = 20) -> list[list]:
-    """The tenant's newest jobs (kept by the service: a reload shows them again)."""
+    """The tenant's newest jobs (kept by the service: a reload shows them again): each row's full id,
+    then what the table shows."""
     jobs = api.call("GET", "/v1/jobs", params={"limit": limit}).json()["jobs"]
-    return [[j["id"][:8], j["name"], j["status"], f"{j['progress'] * 100:.0f}%", (j["created_at"] or "")[:19].replace("T", " "),
-             j.get("error") or ""] for j in jobs]
+    return [[j["id"], j["id"][:8], j["name"], j["status"], f"{j['progress'] * 100:.0f}%",
+             (j["created_at"] or "")[:19].replace("T", " "), j.get("error") or ""] for j in jobs]
 
 
 def _preview(path: str | None):
@@ -227,7 +228,7 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
                 cancel = gr.Button("Cancel", elem_id="cancel")
             job_id = gr.State(None)
             progress = gr.Markdown(elem_id="job-progress")
-            video = gr.Video(label="Result", elem_id="result-video", interactive=False)
+            video = gr.Video(label="Result", elem_id="result-video", interactive=False, height=400)  # Download stays in view
             download = gr.File(label="Download", elem_id="result-file")
 
             def run_single(values: dict, request: gr.Request):
@@ -264,7 +265,7 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
                     return f"Could not cancel: {exc}"
                 return _job_line(view)
 
-            submit.click(run_single, {face, audio, *controls.values()}, [progress, video, download, job_id])
+            run_events = [submit.click(run_single, {face, audio, *controls.values()}, [progress, video, download, job_id])]
             cancel.click(cancel_single, job_id, progress)
 
         with gr.Tab("Batch"):
@@ -311,20 +312,46 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
                     for h in handles:
                         h.close()
 
-            batch_submit.click(run_batch, {batch_audio, batch_faces, *controls.values()}, [batch_note, table, thumbs, archive])
+            run_events.append(batch_submit.click(run_batch, {batch_audio, batch_faces, *controls.values()},
+                                                 [batch_note, table, thumbs, archive]))
 
-        with gr.Tab("Your recent jobs"):
-            history = gr.Dataframe(headers=["job", "name", "status", "progress", "created (UTC)", "error"], label="Newest first",
+        with gr.Tab("Your recent jobs") as recent_tab:
+            history = gr.Dataframe(headers=["job", "name", "status", "progress", "created (UTC)", "error"], label="Newest first: "
+                                   "select a finished job's row to watch and download its result",
                                    elem_id="recent-jobs", interactive=False)
+            shown_ids = gr.State([])
+            picked_note = gr.Markdown(elem_id="recent-note")
+            picked_video = gr.Video(label="Result", elem_id="recent-video", interactive=False, height=360)
+            picked_file = gr.File(label="Download", elem_id="recent-file")
 
             def refresh(request: gr.Request):
                 try:
-                    return recent_jobs(ApiClient(base, signins.key(request)))
+                    jobs = recent_jobs(ApiClient(base, signins.key(request)))
                 except (ApiError, gr.Error, httpx.HTTPError):
-                    return gr.update()
+                    return gr.update(), gr.update()
+                return [row[1:] for row in jobs], [row[0] for row in jobs]
 
-            ui.load(refresh, None, history)
-            gr.Timer(5.0).tick(refresh, None, history)
+            def open_result(ids: list[str], request: gr.Request, selected: gr.SelectData):
+                """A row of the table: its job's result, fetched through the API with the caller's key."""
+                row = selected.index[0] if isinstance(selected.index, (list, tuple)) else selected.index
+                if not ids or row is None or row >= len(ids):
+                    return "", None, None
+                api = ApiClient(base, signins.key(request))
+                try:
+                    view = api.call("GET", f"/v1/jobs/{ids[row]}").json()
+                    if view["status"] != JobStatus.SUCCEEDED:
+                        return _job_line(view), None, None
+                    path = api.download(view["links"]["result"], result_name(view["name"] or view["id"]))
+                except (ApiError, httpx.HTTPError) as exc:
+                    return str(exc), None, None
+                return _job_line(view), path, path
+
+            # Refreshed when the page loads, every 5 s, when the tab is opened, and when a run ends.
+            for trigger in (ui.load, gr.Timer(5.0).tick, recent_tab.select):
+                trigger(refresh, None, [history, shown_ids])
+            history.select(open_result, shown_ids, [picked_note, picked_video, picked_file])
+            for run in run_events:
+                run.then(refresh, None, [history, shown_ids])
     # Gradio runs one call per event at a time by default: a second user's Generate would wait for
     # the first job to finish. Every handler here only submits and polls the API, so none is limited.
     ui.queue(default_concurrency_limit=None)
@@ -353,7 +380,7 @@ def mount_ui(app: FastAPI, api_base: str, tenants: Tenants, max_upload_bytes: in
     owners = UploadOwners(KEEP_S)
     signins = SignIns(tenants, owners)
     ui = build_ui(api_base, signins)
-    app = gr.mount_gradio_app(app, ui, path=UI_PREFIX, max_file_size=max_upload_bytes, favicon_path=favicon,
+    app = gr.mount_gradio_app(app, ui, path=UI_PREFIX, max_file_size=max_upload_bytes,
                               auth=None if tenants.local_only else signins.check,
                               auth_message="Sign in with your tenant name and the API key your administrator gave you.")
     # Mounted, the Blocks count as never launched, and Gradio then skips its check that a file handed

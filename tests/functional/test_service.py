@@ -422,6 +422,12 @@ def test_the_web_ui_runs_a_job_and_shows_its_video_in_chromium(service, media):
             assert page.evaluate("document.querySelector('#result-video video').duration") > 0.5
             headers = page.request.get(f"{service.base}/ui/").headers
             assert headers.get("x-content-type-options") == "nosniff"
+            # the recent jobs list has the job as soon as it ended; its row opens the result
+            page.get_by_role("tab", name="Your recent jobs").click()
+            page.wait_for_function("document.querySelector('#recent-jobs')?.innerText.includes('succeeded')", timeout=30000)
+            page.locator("#recent-jobs").get_by_text("succeeded", exact=True).locator("visible=true").first.click()
+            page.wait_for_selector("#recent-file td.filename[aria-label$='-lipsync.mp4']", timeout=60000)
+            page.wait_for_function("document.querySelector('#recent-video video')?.readyState >= 1", timeout=60000)
         finally:
             browser.close()
     with service.client() as api:  # the UI used the API under the key's tenant
