@@ -29,7 +29,7 @@ from lipsync_triton.client.triton_client import Cancelled
 from lipsync_triton.errors import LipsyncError
 from lipsync_triton.files import file_sha256
 from .job_options import JobOptions
-from .jobs import display_name
+from .jobs import display_name, result_names
 from .storage import Storage
 from .user_errors import BOX_HINTS, CLI_BOX_HINT
 
@@ -51,14 +51,14 @@ def read_manifest(manifest: Path) -> list[Item]:
     rows = list(csv.DictReader(text.splitlines()))
     if not rows or not {"face", "audio"} <= set(rows[0]):
         raise LipsyncError(f"{manifest} needs a header with face and audio columns and at least one row")
-    items, names = [], set()
+    items = []
     for number, row in enumerate(rows):
         face, audio = (row.pop("face") or "").strip(), (row.pop("audio") or "").strip()
         name = display_name(row.pop("name", "") or face, f"item{number}")
-        if name in names:  # result names must not collide
-            name = f"{name}_{number}"
-        names.add(name)
         items.append(Item(number, name, face, audio, {k: v for k, v in row.items() if k and v not in (None, "")}))
+    # result names must not collide: the service's rule (its batch archives name results the same way)
+    for item, unique in zip(items, result_names([(item.number, item.name) for item in items], suffix="")):
+        item.name = unique
     return items
 
 

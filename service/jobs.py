@@ -27,6 +27,19 @@ def safe_name(text: str | None, fallback: str) -> str:
     return re.sub(r"\.{2,}", ".", cleaned) or fallback
 
 
+def result_names(items: list[tuple[int, str]], suffix: str = ".mp4") -> list[str]:
+    """The one naming rule of a batch's results (`lipsync batch`'s folder and the service's ZIP):
+    `<name>.mp4`, and `<name>_<item>.mp4` for a name an earlier item already took."""
+    taken: set[str] = set()
+    out = []
+    for item, name in items:
+        stem = safe_name(name, f"item{item}")
+        stem = f"{stem}_{item}" if stem in taken else stem
+        taken.add(stem)
+        out.append(stem + suffix)
+    return out
+
+
 def display_name(filename: str | None, fallback: str) -> str:
     """A user's file name reduced to a safe display stem."""
     return safe_name(Path((filename or "").replace("\\", "/").split("/")[-1]).stem, fallback)

@@ -18,7 +18,7 @@ from .db import FINAL, JobStatus, Presenter
 from .deps import DB, Svc, Tenant, Work
 from .job_options import JobOptions
 from .jobs import (admit, batch_jobs, check_capacity, display_name, failed_job, job_view, new_batch, new_job,
-                   safe_name, tenant_batch)
+                   result_names, tenant_batch)
 from .presenters import tenant_presenter, usable
 from .uploads import enqueue, only_fields, save
 from .zip_manifest import read_zip_batch
@@ -113,8 +113,7 @@ def get_batch_archive(batch_id: str, svc: Svc, who: Tenant, db: DB):
     base.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(prefix="archive-", suffix=".zip", dir=base, delete=False)
     with handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
-        for job in finished:
-            member = f"{job.item:04d}_{safe_name(job.name, 'item')}.mp4"
+        for job, member in zip(finished, result_names([(job.item or 0, job.name) for job in finished])):
             with svc.storage.open(job.result_key) as src, archive.open(member, "w") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
     return FileResponse(handle.name, media_type="application/zip", filename=f"batch-{batch.id}.zip",

@@ -118,7 +118,7 @@ def test_a_batch_archive_from_s3(scaled_service, media):
         view = wait_for_batch(api, created["id"])
         assert [j["status"] for j in view["jobs"]] == ["succeeded", "succeeded"]
         names = zipfile.ZipFile(io.BytesIO(api.get(view["links"]["archive"]).content)).namelist()
-        assert names == ["0000_one.mp4", "0001_two.mp4"]
+        assert names == ["one.mp4", "two.mp4"]
 
 
 def test_concurrent_clients_lose_and_duplicate_nothing_on_postgres_and_redis(scaled_service, tmp_path):

@@ -171,3 +171,16 @@ def test_the_presenter_cache_key_ignores_what_is_applied_after_it():
     assert registered.cache_key_fields() == job.cache_key_fields()
     assert TrackingSpec(pads=(0, 10, 0, 0), smooth=True, **{**base, "select": "index:1"}).cache_key_fields() != \
         registered.cache_key_fields()
+
+
+def test_batch_results_follow_one_naming_rule(tmp_path):
+    """`lipsync batch` and the service's batch ZIP name results alike: `<name>.mp4`, a repeated
+    name with its item number, nothing unsafe."""
+    from lipsync_triton.service.batch_job import read_manifest
+    from lipsync_triton.service.jobs import result_names
+
+    assert result_names([(0, "welcome"), (1, "welcome"), (2, "../x y"), (3, "")]) == \
+        ["welcome.mp4", "welcome_1.mp4", "x_y.mp4", "item3.mp4"]
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("face,audio,name\np.mp4,s.wav,welcome\np.mp4,s.wav,welcome\n")
+    assert [item.name for item in read_manifest(manifest)] == ["welcome", "welcome_1"]
