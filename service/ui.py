@@ -195,10 +195,24 @@ def _preview(path: str | None):
     return gr.update(value=None if is_image else path, visible=not is_image), gr.update(value=path if is_image else None, visible=is_image)
 
 
+def signed_in_line(signins: SignIns, request: gr.Request) -> str:
+    """Who is signed in, how to sign out, and the way to live mode."""
+    live = "[Live mode](/live)"
+    if signins.tenants.local_only:
+        return f"Local service (no sign-in) · {live}"
+    return f"Signed in as **{signins.user(request)}** · [Sign out]({UI_PREFIX}/logout) · {live}"
+
+
 def build_ui(base: str, signins: SignIns) -> gr.Blocks:
     """The page. Every function that takes a file passes it through `signins.uploaded` first."""
     with gr.Blocks(title="lipsync-triton", delete_cache=(int(KEEP_S), int(KEEP_S))) as ui:
         gr.Markdown("# lipsync-triton\nA presenter video or photo + a speech track -> a lip-synced video.")
+        account = gr.Markdown(elem_id="signed-in")
+
+        def who(request: gr.Request) -> str:
+            return signed_in_line(signins, request)
+
+        ui.load(who, None, account)
         status = gr.Markdown(_model_status(base), elem_id="model-status")
         gr.Timer(3.0).tick(lambda: _model_status(base), outputs=status)
 

@@ -422,12 +422,19 @@ def test_the_web_ui_runs_a_job_and_shows_its_video_in_chromium(service, media):
             assert page.evaluate("document.querySelector('#result-video video').duration") > 0.5
             headers = page.request.get(f"{service.base}/ui/").headers
             assert headers.get("x-content-type-options") == "nosniff"
+            # who is signed in, the way to live mode and back, and signing out
+            assert "Signed in as acme" in page.locator("#signed-in").inner_text()
+            assert page.locator("#signed-in a", has_text="Live mode").get_attribute("href") == "/live"
+            assert page.request.get(f"{service.base}/live").ok and 'href="/ui/"' in page.request.get(f"{service.base}/live").text()
             # the recent jobs list has the job as soon as it ended; its row opens the result
             page.get_by_role("tab", name="Your recent jobs").click()
             page.wait_for_function("document.querySelector('#recent-jobs')?.innerText.includes('succeeded')", timeout=30000)
             page.locator("#recent-jobs").get_by_text("succeeded", exact=True).locator("visible=true").first.click()
             page.wait_for_selector("#recent-file td.filename[aria-label$='-lipsync.mp4']", timeout=60000)
             page.wait_for_function("document.querySelector('#recent-video video')?.readyState >= 1", timeout=60000)
+            page.goto(service.base + page.locator("#signed-in a", has_text="Sign out").get_attribute("href"))
+            page.goto(f"{service.base}/ui/")
+            page.wait_for_selector("input[type=password]", timeout=30000)  # signed out: the sign-in form again
         finally:
             browser.close()
     with service.client() as api:  # the UI used the API under the key's tenant
