@@ -51,9 +51,20 @@ class GenerateResult:
     wav2lip_requests: int
     stages: dict = field(default_factory=dict)
     weights: str = "unknown"  # the served Wav2Lip weights: "random" (a blurred mouth) or "checkpoint sha256:..."
+    warnings: list[str] = field(default_factory=list)  # what succeeded but is probably not what was wanted
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+SILENT_MEL = -3.0  # the loudest mel value of a file without sound above about -60 dB (speech peaks above 1)
+
+
+def speech_warnings(mel: np.ndarray) -> list[str]:
+    """A speech the job can lip-sync but that is probably a mistake: silence (the mouth stays still)."""
+    if mel.size and float(mel.max()) < SILENT_MEL:
+        return ["the speech is silent (nothing louder than about -60 dB): the mouth will not move; check the audio file"]
+    return []
 
 
 def _fixed_box(opts: GenerateOptions, source: FrameSource) -> np.ndarray:
@@ -108,6 +119,9 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
         with timer.stage("mel"):
             mel = load_mel(audio, opts.limits)
         source, models = opened.result(), ready.result()
+    warnings = speech_warnings(mel)
+    for warning in warnings:
+        log.warn(warning, audio=str(audio))
     starts = mel_window_starts(mel.shape[1], source.fps)
     n_frames = len(starts)  # generated frames, as the reference makes them
     hold = max(0, frames_covering_speech(mel.shape[1], source.fps) - n_frames)  # the last frame, held to the speech's end
@@ -179,7 +193,7 @@ def generate(face: str | Path, audio: str | Path, outfile: str | Path, urls: lis
         outfile=str(outfile), frames=n_out, video_fps=source.fps, width=source.width, height=source.height,
         seconds=round(seconds, 3), frames_per_second=round(n_out / seconds, 3), cache_hit=tracked.cache_hit,
         frames_without_face=tracked.filled, detector_requests=tracked.detector_requests, wav2lip_requests=wav_requests,
-        stages=timer.as_dict(), weights=models[WAV2LIP_MODEL].weights,  # every request went to servers of this model (pool pins it)
+        stages=timer.as_dict(), weights=models[WAV2LIP_MODEL].weights, warnings=warnings,  # every request went to servers of this model (pool pins it)
     )
     log.event("generated", outfile=str(outfile), frames=n_out, fps_out=source.fps, seconds=result.seconds,
               frames_per_s=result.frames_per_second, cache_hit=tracked.cache_hit, frames_without_face=tracked.filled,

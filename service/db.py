@@ -104,6 +104,7 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), index=True, default=JobStatus.QUEUED)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    warning: Mapped[str | None] = mapped_column(Text, nullable=True)  # a succeeded job's (silent speech, ...)
     options: Mapped[dict] = mapped_column(JSON, default=dict)
     face_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
     audio_key: Mapped[str | None] = mapped_column(String(300), nullable=True)

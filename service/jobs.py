@@ -208,6 +208,7 @@ def job_view(job: Job) -> dict:
     if job.started_at and job.finished_at:
         timings["run_s"] = round((job.finished_at - job.started_at).total_seconds(), 3)
     view = {"id": job.id, "status": job.status, "progress": round(job.progress or 0.0, 4), "error": job.error,
+            "warning": job.warning,
             "name": job.name, "batch_id": job.batch_id, "item": job.item, "options": job.options, "attempts": job.attempts,
             "frames": job.frames, "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
             "finished_at": _iso(job.finished_at), "timings": timings, "links": {"self": base, "cancel": f"{base}/cancel"},

@@ -145,7 +145,8 @@ def run_job(job_id: str, queue: "JobQueue") -> None:
             finished = utcnow()
             if watch.superseded or not _update(db, job, JobStatus.SUCCEEDED, progress=1.0, result_key=result_key,
                                                thumbnail_key=thumb_key, frames=result.frames, finished_at=finished,
-                                               weights=result.weights, run_s=(finished - job.started_at).total_seconds(),
+                                               weights=result.weights, warning="; ".join(result.warnings)[:500] or None,
+                                               run_s=(finished - job.started_at).total_seconds(),
                                                queue_s=(job.started_at - job.created_at).total_seconds()):
                 raise Superseded()
             log.event("job_succeeded", job=job.id, tenant=job.tenant, seconds=round(time.monotonic() - started, 3),

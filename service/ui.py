@@ -176,6 +176,8 @@ class SignIns:
 
 def _job_line(view: dict) -> str:
     line = f"Job `{view['id'][:8]}`: **{view['status']}** {view['progress'] * 100:.0f}%"
+    if view.get("warning"):
+        line = f"{line}. Note: {view['warning']}"
     return f"{line}: {view['error']}" if view.get("error") else line
 
 

@@ -324,3 +324,17 @@ def test_the_detect_bar_ends_full_when_detection_ends(triton, media, tmp_path):
     LipSyncClient([triton.grpc_url]).generate(media["clip"], media["speech"], tmp_path / "out.mp4", use_cache=False,
                                               detect_progress=lambda done, total: calls.append((done, total)))
     assert calls and calls[-1][0] == calls[-1][1] == max(done for done, _ in calls), calls[-3:]
+
+
+def test_silent_speech_succeeds_with_a_warning_on_the_cli_and_in_the_job(triton, media, tmp_path):
+    """Silence lip-syncs to a still mouth: not an error, but never without a word."""
+    silent = tmp_path / "silent.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "2", str(silent)],
+                   check=True)
+    proc = run_cli("generate", "--face", media["clip"], "--audio", silent, "--outfile", tmp_path / "out.mp4",
+                   "--url", triton.grpc_url, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "the speech is silent" in proc.stdout + proc.stderr
+    summary = generate_cli(triton, media["clip"], silent, tmp_path / "out2.mp4")
+    assert summary["warnings"] and "silent" in summary["warnings"][0]
+    assert generate_cli(triton, media["clip"], media["speech"], tmp_path / "out3.mp4")["warnings"] == []

@@ -386,6 +386,15 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
+def test_a_job_with_silent_speech_succeeds_and_says_so(service, media, tmp_path):
+    silent = tone(tmp_path / "silent.wav", 2.0, ["-af", "volume=0", "-ar", "16000"])
+    with service.client() as api:
+        view = wait_for(api, submit(api, media["clip"], silent))
+        assert view["status"] == "succeeded" and "speech is silent" in (view["warning"] or ""), view
+        normal = wait_for(api, submit(api, media["clip"], media["speech"]))
+        assert normal["status"] == "succeeded" and normal["warning"] is None, normal
+
+
 def test_the_web_ui_words_a_refusal_instead_of_showing_a_status_code(service, media):
     from lipsync_triton.service.ui import ApiClient, ApiError
 
