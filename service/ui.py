@@ -225,6 +225,8 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     face = gr.File(label="Presenter video or photo", elem_id="face-file")
+                    presenter = gr.Dropdown(label="... or one of your registered presenters (POST /v1/presenters)", choices=[],
+                                            value=None, elem_id="presenter-pick", interactive=True)
                     face_video = gr.Video(label="Presenter", visible=False, interactive=False, elem_id="face-preview")
                     face_photo = gr.Image(label="Presenter", visible=False, interactive=False, type="filepath")
                 with gr.Column():
@@ -248,16 +250,22 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
             download = gr.File(label="Download", elem_id="result-file")
 
             def run_single(values: dict, request: gr.Request):
-                face_file, audio_file = values[face], values[audio]
-                if not face_file or not audio_file:
-                    yield "Upload a presenter video or photo and a speech track.", None, None, None
+                face_file, audio_file, presenter_id = values[face], values[audio], values[presenter]
+                if not (face_file or presenter_id) or not audio_file:
+                    yield "Upload a presenter video or photo (or pick a registered presenter) and a speech track.", None, None, None
                     return
                 face_file, audio_file = signins.uploaded(face_file, request), signins.uploaded(audio_file, request)
                 api = ApiClient(base, signins.key(request))
                 try:
-                    with open(face_file, "rb") as f, open(audio_file, "rb") as a:
-                        job = api.call("POST", "/v1/jobs", files={"face": (Path(face_file).name, f), "audio": (Path(audio_file).name, a)},
-                                       data=option_form(controls, values)).json()
+                    with open(audio_file, "rb") as a:
+                        if face_file:  # an upload wins over the picker
+                            with open(face_file, "rb") as f:
+                                files = {"face": (Path(face_file).name, f), "audio": (Path(audio_file).name, a)}
+                                job = api.call("POST", "/v1/jobs", files=files, data=option_form(controls, values)).json()
+                        else:
+                            job = api.call("POST", "/v1/jobs", files={"audio": (Path(audio_file).name, a)},
+                                           data={**option_form(controls, values), "presenter_id": presenter_id}).json()
+                    face_file = face_file or job.get("name") or "presenter"
                     while True:
                         view = api.call("GET", f"/v1/jobs/{job['id']}").json()
                         if view["status"] in FINAL:
@@ -281,7 +289,18 @@ def build_ui(base: str, signins: SignIns) -> gr.Blocks:
                     return f"Could not cancel: {exc}"
                 return _job_line(view)
 
-            run_events = [submit.click(run_single, {face, audio, *controls.values()}, [progress, video, download, job_id])]
+            run_events = [submit.click(run_single, {face, audio, presenter, *controls.values()}, [progress, video, download, job_id])]
+
+            def presenters(request: gr.Request):
+                """The tenant's ready presenters, by name (refreshed when the page loads)."""
+                try:
+                    found = ApiClient(base, signins.key(request)).call("GET", "/v1/presenters").json()["presenters"]
+                except (ApiError, gr.Error, httpx.HTTPError):
+                    return gr.update()
+                return gr.update(choices=[(f"{p['name'] or p['id'][:8]} ({p['id'][:8]})", p["id"]) for p in found
+                                          if p["status"] == "ready"])
+
+            ui.load(presenters, None, presenter)
             cancel.click(cancel_single, job_id, progress)
 
         with gr.Tab("Batch"):

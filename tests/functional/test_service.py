@@ -395,6 +395,32 @@ def test_a_job_with_silent_speech_succeeds_and_says_so(service, media, tmp_path)
         assert normal["status"] == "succeeded" and normal["warning"] is None, normal
 
 
+def test_the_web_ui_generates_with_a_registered_presenter_picked_from_a_list(service, media):
+    from playwright.sync_api import sync_playwright
+
+    with service.client() as api, open(media["clip"], "rb") as f:
+        presenter = api.post("/v1/presenters", files={"face": ("desk.mp4", f)}, data={"name": "Picked desk"}).json()["id"]
+        deadline = time.monotonic() + 300
+        while api.get(f"/v1/presenters/{presenter}").json()["status"] == "preparing":
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page()
+            ui_sign_in(page, service.base)
+            page.locator("#presenter-pick input").click()
+            page.get_by_role("option", name=f"Picked_desk ({presenter[:8]})").click()  # names are kept safe: _ for spaces
+            page.locator("#audio-file input[type=file]").set_input_files(str(media["speech"]))
+            page.locator("#submit").click()
+            page.wait_for_selector("#result-video video", timeout=300000)
+            assert "succeeded" in page.locator("#job-progress").inner_text()
+        finally:
+            browser.close()
+    with service.client() as api:
+        assert any(j["presenter_id"] == presenter and j["status"] == "succeeded" for j in api.get("/v1/jobs").json()["jobs"])
+
+
 def test_the_web_ui_words_a_refusal_instead_of_showing_a_status_code(service, media):
     from lipsync_triton.service.ui import ApiClient, ApiError
 
