@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from lipsync_triton.errors import LipsyncError
+from lipsync_triton.errors import LipsyncError, NoFaceFound
 from lipsync_triton.preprocessing.faces import pad_and_clip
 from .in_flight import POLL_SECONDS, JobCancel
 from .triton_client import Cancelled
@@ -92,7 +92,7 @@ class StreamedBoxes:
         log = self.detections
         known, done = len(log.rows), log.done
         if done and not log.found:
-            raise LipsyncError(f"no face found in any frame of {self.source}; use a clip with a visible frontal face or pass --box")
+            raise NoFaceFound(self.source)
         if done:
             if i >= known:
                 raise LipsyncError(f"{self.source}: frame {i} was never decoded ({known} frames)")

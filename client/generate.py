@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lipsync_triton import log
-from lipsync_triton.errors import LipsyncError
+from lipsync_triton.errors import LipsyncError, OptionError
 from lipsync_triton.memory import pin_large_allocations_to_mmap
 from lipsync_triton.preprocessing.audio import load_mel
 from lipsync_triton.preprocessing.mel import MEL_WINDOW, frames_covering_speech, mel_window_starts
@@ -70,7 +70,7 @@ def speech_warnings(mel: np.ndarray) -> list[str]:
 def _fixed_box(opts: GenerateOptions, source: FrameSource) -> np.ndarray:
     top, bottom, left, right = opts.box
     if not (0 <= left < right <= source.width and 0 <= top < bottom <= source.height):
-        raise LipsyncError(f"--box {opts.box} lies outside the {source.width}x{source.height} frame")
+        raise OptionError("box", f"{opts.box} lies outside the {source.width}x{source.height} frame")
     return np.array([[left, top, right, bottom]], np.int32)
 
 

@@ -36,6 +36,18 @@ class OptionError(InputError):
         self.option, self.detail = option, detail
 
 
+class NoFaceFound(InputError):
+    """No frame of the presenter shows a face. What to do instead depends on where the user is (the
+    CLI: --box; a job: option box; a registration: a clearer clip), so the hint is a field."""
+
+    CLI_HINT = "pass --box"
+
+    def __init__(self, source: object, hint: str = CLI_HINT):
+        self.source, self.hint = str(source), hint
+        super().__init__(f"no face found in any frame of {self.source}; use a clip with a visible frontal face"
+                         + (f" or {hint}" if hint else ""))
+
+
 class LimitExceeded(LipsyncError):
     """Over a quota or a concurrency limit: wait for work to finish, or ask for less."""
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from lipsync_triton.errors import LipsyncError, OptionError
+from lipsync_triton.errors import NoFaceFound, OptionError
 from . import i420
 
 SCORE_THRESHOLD = 0.5
@@ -95,7 +95,7 @@ class FaceSelector:
                 return cls("point", point=(x, y))
         except ValueError:
             pass
-        raise LipsyncError(f"--face-select {text!r}: use 'largest', 'index:N' (0 = leftmost) or 'point:X,Y' (pixels)")
+        raise OptionError("face_select", f"{text!r}: use 'largest', 'index:N' (0 = leftmost) or 'point:X,Y' (pixels)")
 
     def key(self) -> str:
         return {"largest": "largest", "index": f"index:{self.index}", "point": f"point:{self.point[0]:g},{self.point[1]:g}"}[self.mode]
@@ -173,7 +173,7 @@ def fill_missing(boxes: list[np.ndarray | None], source: str = "video") -> tuple
     """
     found = [i for i, b in enumerate(boxes) if b is not None]
     if not found:
-        raise LipsyncError(f"no face found in any frame of {source}; use a clip with a visible frontal face or pass --box")
+        raise NoFaceFound(source)
     found_arr = np.asarray(found)
     out = np.empty((len(boxes), 4), np.float32)
     for i, box in enumerate(boxes):

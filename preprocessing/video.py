@@ -10,7 +10,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from lipsync_triton.errors import LipsyncError
+from lipsync_triton.errors import LipsyncError, OptionError
 from . import i420
 from .ffmpeg_pipe import FfmpegProcess
 from .media_input import MediaLimits, input_args
@@ -36,7 +36,7 @@ class FrameTransform:
             x2 = frame.shape[1] if x2 == -1 else x2
             frame = frame[y1:y2, x1:x2]
             if frame.size == 0:
-                raise LipsyncError(f"--crop {self.crop} leaves an empty frame; check the crop against the frame size")
+                raise OptionError("crop", f"{self.crop} leaves an empty frame; check the crop against the frame size")
         return np.ascontiguousarray(frame)
 
     @property

@@ -26,12 +26,12 @@ import fsspec
 from lipsync_triton import log
 from lipsync_triton.client.generate import GenerateOptions, generate
 from lipsync_triton.client.triton_client import Cancelled
-from lipsync_triton.errors import LipsyncError
+from lipsync_triton.errors import LipsyncError, NoFaceFound
 from lipsync_triton.files import file_sha256
 from .job_options import JobOptions
 from .jobs import display_name, result_names
 from .storage import Storage
-from .user_errors import BOX_HINTS, CLI_BOX_HINT
+from .user_errors import BOX_HINTS
 
 
 @dataclass
@@ -153,7 +153,8 @@ class BatchRun:
                 message = str(exc).splitlines()[0] if isinstance(exc, LipsyncError) else f"{type(exc).__name__}: {exc}"
                 # name the user's inputs, not this run's temporary copies
                 message = message.replace(str(work / "face"), item.face).replace(str(work / "audio"), item.audio)
-                message = message.replace(f" {CLI_BOX_HINT}", f" {BOX_HINTS['manifest']}")  # a manifest has a box column
+                if isinstance(exc, NoFaceFound):  # what a manifest offers: a box column
+                    message = str(NoFaceFound(item.face, BOX_HINTS["manifest"]))
                 self._write_status(item, work, status="failed", error=message)
                 log.event("batch_item", item=item.number, item_name=item.name, status="failed", error=message)
                 return "failed"

@@ -13,13 +13,13 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
 from lipsync_triton.client.live import LIVE_PRIORITY, LivePresenter, pcm16
 from lipsync_triton.client.triton_client import TritonPool
-from lipsync_triton.errors import InputError, LipsyncError, Unavailable, first_line
+from lipsync_triton.errors import InputError, LipsyncError, Unavailable
 from .db import session_scope
 from .deps import Svc, Tenant, tenant_of
 from .live_sessions import LiveHub, control_message
 from .presenters import tenant_presenter, usable
 from .uploads import save
-from .user_errors import user_facing
+from .user_errors import reworded, tenant_message
 from .worker_context import context_for
 
 router = APIRouter(tags=["live"])
@@ -57,7 +57,7 @@ def _prepare(svc, who: str, presenter_id: str | None, face: UploadFile | None, p
         except Unavailable:
             raise  # Triton down or loading: a 503 (errors.HTTP_STATUS), never the presenter's fault
         except LipsyncError as exc:  # the presenter's fault, named as the tenant sent it, with its cause kept
-            raise type(exc)(user_facing(first_line(exc), work, name, where="live")) from None
+            raise reworded(exc, tenant_message(exc, work, name, where="live")) from None
 
 
 @router.post("/v1/live/sessions", status_code=201, summary="Start a live session with a presenter (id or upload)")

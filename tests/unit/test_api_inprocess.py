@@ -141,16 +141,19 @@ def test_home_redirects_and_docs_render_without_a_cdn(api):
 
 
 def test_job_errors_name_the_users_inputs_and_options_not_server_paths_or_flags(tmp_path):
-    from lipsync_triton.service.user_errors import user_facing
+    from lipsync_triton.errors import NoFaceFound, OptionError
+    from lipsync_triton.service.user_errors import tenant_message
 
     work = tmp_path / "job-1234"
-    said = user_facing(f"no face found in any frame of {work / 'face'}; use a clip with a visible frontal face or pass --box",
-                       work, "talk.mp4")
-    assert said == ("no face found in any frame of the presenter talk.mp4; use a clip with a visible frontal face "
-                    "or give a fixed face box (option box)")
-    assert user_facing("--face-select 'x': use 'largest'", work) == "option face_select 'x': use 'largest'"
-    assert user_facing(f"--crop (0, 1, 0, 1) leaves an empty frame in {work}", work) == \
-        "option crop (0, 1, 0, 1) leaves an empty frame in the job's folder"
+    assert tenant_message(NoFaceFound(work / "face"), work, "talk.mp4") == (
+        "no face found in any frame of the presenter talk.mp4; use a clip with a visible frontal face "
+        "or give a fixed face box (option box)")
+    assert tenant_message(NoFaceFound(work / "face"), work, "talk.mp4", where="presenter") == (
+        "no face found in any frame of the presenter talk.mp4; use a clip with a visible frontal face")
+    assert tenant_message(OptionError("face_select", "'x': use 'largest'"), work) == "option face_select: 'x': use 'largest'"
+    assert tenant_message(OptionError("crop", f"(0, 1, 0, 1) leaves an empty frame in {work}"), work) == \
+        "option crop: (0, 1, 0, 1) leaves an empty frame in the job's folder"
+    assert str(NoFaceFound("clip.mp4")).endswith("or pass --box")  # what the CLI says
 
 
 def test_one_processes_admissions_take_turns_on_a_lock_not_on_sqlites_busy_handler(tmp_path):
